@@ -1,0 +1,149 @@
+"""Shared SQLite plumbing for the embedded broker and result store.
+
+One database file, opened in WAL mode so readers never block the writer, with
+one connection per thread and per process (connections are never shared
+across a fork). ``busy_timeout`` makes concurrent writers from many worker
+and client processes queue up instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .exceptions import ImproperlyConfigured, OperationalError
+
+__all__ = ["DEFAULT_FILENAME", "SQLiteDatabase", "path_from_url"]
+
+DEFAULT_FILENAME = "celeriac.db"
+_SYNC_MODES = {"OFF", "NORMAL", "FULL", "EXTRA"}
+
+
+def path_from_url(url: str) -> str:
+    """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs.db`` -> ``/abs.db``; ``sqlite://`` -> the default file.
+
+    The returned path is absolute, resolved against the current directory.
+    """
+    if not url.startswith("sqlite:"):
+        raise ImproperlyConfigured(f"not a sqlite URL: {url!r}")
+    parts = urlsplit(url)
+    if parts.netloc:
+        raise ImproperlyConfigured(
+            f"sqlite URL {url!r} has a host part; use sqlite:///relative.db or sqlite:////absolute.db"
+        )
+    path = unquote(parts.path)
+    if path.startswith("/"):
+        path = path[1:]  # sqlite:///x -> "x" relative; sqlite:////x -> "/x"
+    return os.path.abspath(path or DEFAULT_FILENAME)
+
+
+class SQLiteDatabase:
+    """A SQLite file with per-thread connections and a schema created on first use."""
+
+    def __init__(self, path: str, *, schema: str, timeout: float = 60.0, synchronous: str = "NORMAL") -> None:
+        synchronous = synchronous.upper()
+        if synchronous not in _SYNC_MODES:
+            raise ImproperlyConfigured(f"sqlite synchronous must be one of {sorted(_SYNC_MODES)}, got {synchronous!r}")
+        self.path = path
+        self.schema = schema
+        self.timeout = timeout
+        self.synchronous = synchronous
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[tuple[int, sqlite3.Connection]] = []
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (a new one after fork)."""
+        pid = os.getpid()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == pid:
+            return conn
+        conn = self._connect()
+        self._local.conn, self._local.pid = conn, pid
+        with self._lock:
+            self._all.append((pid, conn))
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(self.path)
+        try:
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise OperationalError(f"can't put {self.path} in WAL mode (got {mode!r})", url=self.path)
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            with _immediate(conn):
+                for statement in self.schema.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise OperationalError(f"can't open SQLite database {self.path}: {exc}", url=self.path) from exc
+        return conn
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        try:
+            return self.connection().execute(sql, params)
+        except sqlite3.Error as exc:
+            raise OperationalError(f"SQLite error on {self.path}: {exc}", url=self.path) from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: takes the write lock up front, so two writers never deadlock."""
+        conn = self.connection()
+        try:
+            with _immediate(conn):
+                yield conn
+        except sqlite3.Error as exc:
+            raise OperationalError(f"SQLite error on {self.path}: {exc}", url=self.path) from exc
+
+    def data_version(self) -> int:
+        """Changes when another connection commits; cheap enough to poll every few milliseconds."""
+        return int(self.connection().execute("PRAGMA data_version").fetchone()[0])
+
+    def wait_for_change(self, timeout: float, should_stop: Callable[[], bool] | None = None) -> None:
+        """Sleep until another connection commits, ``timeout`` passes or ``should_stop()`` says so."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        start = self.data_version()
+        interval = 0.001
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (should_stop is not None and should_stop()):
+                return
+            time.sleep(min(interval, remaining))
+            # Start fast for low latency right after activity, back off to a few ms when idle.
+            interval = min(interval * 1.5, 0.01)
+            if self.data_version() != start:
+                return
+
+    def close(self) -> None:
+        pid = os.getpid()
+        with self._lock:
+            mine = [conn for owner, conn in self._all if owner == pid]
+            self._all = [(owner, conn) for owner, conn in self._all if owner != pid]
+        for conn in mine:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

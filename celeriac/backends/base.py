@@ -1,0 +1,435 @@
+"""The result-store interface, and the key-value base most stores build on.
+
+A backend stores one :class:`ResultMeta` per task id. Reading an id nobody
+stored gives ``PENDING`` (the state Celery gives both "waiting" and "unknown").
+Values are laid out as Celery's, so a Celery client can read a celeriac
+result and back::
+
+    key   celery-task-meta-<task id>
+    value {"status", "result", "traceback", "children", "date_done", "task_id",
+           optional "group_id", "parent_id", and with result_extended
+           "name", "args", "kwargs", "worker", "retries", "queue"}
+
+A failure's ``result`` is ``{"exc_type", "exc_message", "exc_module"}`` and is
+turned back into the original exception class when that class is importable
+(a :class:`~celeriac.exceptions.RemoteTaskError` stand-in otherwise).
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .. import states
+from ..exceptions import (
+    BackendGetMetaError,
+    DecodeError,
+    EncodeError,
+    RemoteTaskError,
+    SecurityError,
+    TimeoutError,
+)
+from ..serialization import dumps, loads, prepare_accept_content
+
+if TYPE_CHECKING:
+    from ..app import Celery
+
+__all__ = ["KeyValueBackend", "ResultBackend", "ResultMeta", "exception_from_meta", "exception_to_meta"]
+
+TASK_KEY_PREFIX = "celery-task-meta-"
+GROUP_KEY_PREFIX = "celery-taskset-meta-"
+CHORD_KEY_PREFIX = "chord-unlock-"
+
+_EXTENDED_FIELDS = ("name", "args", "kwargs", "worker", "retries", "queue")
+
+
+@dataclass(frozen=True, slots=True)
+class ResultMeta:
+    """What the result store knows of one task."""
+
+    task_id: str
+    status: str = states.PENDING
+    result: Any = None  # the return value, or the exception for FAILURE/RETRY/REVOKED
+    traceback: str | None = None
+    children: list[Any] = field(default_factory=list)
+    date_done: datetime | None = None
+    group_id: str | None = None
+    parent_id: str | None = None
+    name: str | None = None
+    args: Any = None
+    kwargs: Any = None
+    worker: str | None = None
+    retries: int | None = None
+    queue: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.status in states.READY_STATES
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ResultBackend(abc.ABC):
+    """Abstract result store.
+
+    Implementations fill :meth:`store`, :meth:`load` and :meth:`forget`; waiting,
+    the Celery-style ``store_result``/``mark_as_*`` helpers and ``get_task_meta``
+    are built on those. ``load`` returns ``None`` for an id it doesn't know.
+    """
+
+    supports_native_join: ClassVar[bool] = False
+    persistent: ClassVar[bool] = True
+
+    def __init__(self, url: str = "", options: Mapping[str, Any] | None = None, *, app: Celery | None = None) -> None:
+        self.url = url
+        self.options: Mapping[str, Any] = options or {}
+        self.app = app
+
+    # -- the interface --------------------------------------------------------
+    @abc.abstractmethod
+    def store(self, meta: ResultMeta) -> None:
+        """Save ``meta`` (replacing what was stored for that task id)."""
+
+    @abc.abstractmethod
+    def load(self, task_id: str) -> ResultMeta | None:
+        """What is stored for ``task_id``, or ``None``."""
+
+    @abc.abstractmethod
+    def forget(self, task_id: str) -> None:
+        """Delete what is stored for ``task_id``. Idempotent."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def wait_for(self, task_id: str, *, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
+        """Block until the task is ready; raises :class:`~celeriac.exceptions.TimeoutError` after ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            meta = self.get_meta(task_id)
+            if meta.ready:
+                return meta
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
+            wait = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
+            self._sleep_until_change(task_id, wait)
+
+    def _sleep_until_change(self, task_id: str, seconds: float) -> None:
+        """Wait up to ``seconds`` for a change; stores with notifications override this."""
+        time.sleep(seconds)
+
+    # -- built on the interface ---------------------------------------------
+    def get_meta(self, task_id: str) -> ResultMeta:
+        try:
+            meta = self.load(task_id)
+        except (DecodeError, SecurityError):
+            raise
+        except Exception as exc:
+            raise BackendGetMetaError(f"can't read the state of task {task_id}: {exc}", task_id=task_id) from exc
+        return meta if meta is not None else ResultMeta(task_id=task_id)
+
+    def get_task_meta(self, task_id: str) -> dict[str, Any]:
+        """Celery's dict form of :meth:`get_meta`."""
+        return self.get_meta(task_id).as_dict()
+
+    def get_state(self, task_id: str) -> str:
+        return self.get_meta(task_id).status
+
+    def get_result(self, task_id: str) -> Any:
+        return self.get_meta(task_id).result
+
+    def get_traceback(self, task_id: str) -> str | None:
+        return self.get_meta(task_id).traceback
+
+    def store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        **_: Any,
+    ) -> ResultMeta:
+        """Celery's signature: build the meta from a task request and store it."""
+        meta = self.build_meta(task_id, result, state, traceback, request)
+        self.store(meta)
+        return meta
+
+    def build_meta(
+        self, task_id: str, result: Any, state: str, traceback: str | None = None, request: Any = None
+    ) -> ResultMeta:
+        meta = ResultMeta(
+            task_id=task_id,
+            status=state,
+            result=result,
+            traceback=traceback,
+            children=list(getattr(request, "children", None) or []),
+            date_done=_now() if state in states.READY_STATES else None,
+            group_id=getattr(request, "group", None),
+            parent_id=getattr(request, "parent_id", None),
+        )
+        if request is not None and self.app is not None and self.app.conf.result_extended:
+            delivery_info = getattr(request, "delivery_info", None) or {}
+            meta = replace(
+                meta,
+                name=getattr(request, "task", None),
+                args=getattr(request, "args", None),
+                kwargs=getattr(request, "kwargs", None),
+                worker=getattr(request, "hostname", None),
+                retries=getattr(request, "retries", None),
+                queue=delivery_info.get("routing_key"),
+            )
+        return meta
+
+    def mark_as_started(self, task_id: str, request: Any = None, **meta: Any) -> ResultMeta:
+        return self.store_result(task_id, meta or None, states.STARTED, request=request)
+
+    def mark_as_done(self, task_id: str, result: Any, request: Any = None, **_: Any) -> ResultMeta:
+        return self.store_result(task_id, result, states.SUCCESS, request=request)
+
+    def mark_as_failure(
+        self, task_id: str, exc: BaseException, traceback: str | None = None, request: Any = None, **_: Any
+    ) -> ResultMeta:
+        return self.store_result(task_id, exc, states.FAILURE, traceback, request=request)
+
+    def mark_as_retry(
+        self, task_id: str, exc: BaseException, traceback: str | None = None, request: Any = None, **_: Any
+    ) -> ResultMeta:
+        return self.store_result(task_id, exc, states.RETRY, traceback, request=request)
+
+    def mark_as_revoked(self, task_id: str, reason: str = "", request: Any = None, **_: Any) -> ResultMeta:
+        from ..exceptions import TaskRevokedError
+
+        return self.store_result(task_id, TaskRevokedError(reason), states.REVOKED, request=request)
+
+    # Celery calls these when a result is read (rpc) or should be dropped from caches.
+    def reload_task_result(self, task_id: str) -> ResultMeta:
+        return self.get_meta(task_id)
+
+    def on_task_call(self, producer: Any, task_id: str) -> dict[str, Any]:
+        """Hook run when a task is sent; returns extra publish options (the RPC backend sets ``reply_to``)."""
+        return {}
+
+    def __repr__(self) -> str:
+        from ..config import mask_url
+
+        return f"<{type(self).__module__}.{type(self).__name__} {mask_url(self.url)}>"
+
+    __str__ = __repr__
+
+
+def exception_to_meta(exc: BaseException) -> dict[str, Any]:
+    """Celery's serializable form of an exception."""
+    cls = type(exc)
+    if isinstance(exc, RemoteTaskError):
+        return {"exc_type": exc.exc_type, "exc_message": list(exc.args), "exc_module": exc.exc_module}
+    return {
+        "exc_type": getattr(cls, "__qualname__", cls.__name__),
+        "exc_message": _serializable_args(exc.args),
+        "exc_module": cls.__module__,
+    }
+
+
+def _serializable_args(args: tuple[Any, ...]) -> list[Any]:
+    from ..serialization import json_dumps
+
+    out: list[Any] = []
+    for arg in args:
+        try:
+            json_dumps(arg)
+            out.append(arg)
+        except (TypeError, ValueError):
+            out.append(repr(arg))
+    return out
+
+
+# Exceptions raised by a Celery worker name Celery's modules; map them to ours so a
+# celeriac client catches ``celeriac.exceptions.TimeLimitExceeded`` for either worker.
+_ALIASED_MODULES = ("celery.exceptions", "billiard.exceptions", "billiard.einfo", "kombu.exceptions")
+_remote_classes: dict[tuple[str | None, str], type[RemoteTaskError]] = {}
+
+
+def exception_from_meta(value: Any) -> BaseException | None:
+    """Rebuild an exception from ``{exc_type, exc_message, exc_module}``.
+
+    Only classes from modules already imported are used (as Celery does): a stored
+    result can't make this process import code. A non-exception class is refused.
+    """
+    if value is None:
+        return None
+    if isinstance(value, BaseException):
+        return value
+    if not isinstance(value, Mapping) or "exc_type" not in value:
+        return RemoteTaskError(value)
+    exc_type = str(value["exc_type"])
+    exc_module = value.get("exc_module")
+    message = value.get("exc_message", ())
+    args = tuple(message) if isinstance(message, (list, tuple)) else (message,)
+    cls = _find_class(exc_module, exc_type)
+    if cls is None:
+        cls = _remote_class(exc_module, exc_type)
+    elif not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        raise SecurityError(f"Expected an exception class, got {exc_module}.{exc_type} with payload {message!r}")
+    try:
+        return cls(*args)  # type: ignore[no-any-return]
+    except Exception:
+        return _remote_class(exc_module, exc_type)(*args)
+
+
+def _find_class(module_name: Any, qualname: str) -> Any:
+    candidates = []
+    if module_name in _ALIASED_MODULES:
+        candidates.append("celeriac.exceptions")
+    if isinstance(module_name, str):
+        candidates.append(module_name)
+    if module_name == "builtins" or module_name is None:
+        candidates.append("builtins")
+    for name in candidates:
+        module = sys.modules.get(name)
+        if module is None and name == "celeriac.exceptions":
+            module = importlib.import_module(name)
+        if module is None:
+            continue
+        obj: Any = module
+        try:
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        return obj
+    return None
+
+
+def _remote_class(module_name: Any, name: str) -> type[RemoteTaskError]:
+    key = (module_name if isinstance(module_name, str) else None, name)
+    cls = _remote_classes.get(key)
+    if cls is None:
+        short = name.rsplit(".", 1)[-1]
+        cls = type(short, (RemoteTaskError,), {"exc_type": name, "exc_module": key[0], "__qualname__": short})
+        cls.__module__ = key[0] or "celeriac.exceptions"
+        _remote_classes[key] = cls
+    return cls
+
+
+class KeyValueBackend(ResultBackend):
+    """A backend on a key-value store: implementations fill ``_get/_set/_delete`` (and ``_incr``)."""
+
+    key_prefix: ClassVar[str] = TASK_KEY_PREFIX
+
+    def __init__(self, url: str = "", options: Mapping[str, Any] | None = None, *, app: Celery | None = None) -> None:
+        super().__init__(url, options, app=app)
+        conf = app.conf if app is not None else None
+        self.serializer: str = conf.result_serializer if conf is not None else "json"
+        accept = (conf.result_accept_content or conf.accept_content) if conf is not None else ("json",)
+        self.accept = prepare_accept_content(accept)
+        expires = conf.result_expires if conf is not None else timedelta(days=1)
+        if isinstance(expires, timedelta):
+            expires = expires.total_seconds()
+        self.expires: float | None = float(expires) if expires else None
+        prefix = (conf.result_backend_transport_options or {}).get("global_keyprefix", "") if conf else ""
+        self.global_keyprefix: str = str(prefix or "")
+
+    # -- to fill -----------------------------------------------------------------
+    @abc.abstractmethod
+    def _get(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def _set(self, key: str, value: bytes, ttl: float | None) -> None: ...
+
+    @abc.abstractmethod
+    def _delete(self, key: str) -> None: ...
+
+    def _incr(self, key: str, ttl: float | None) -> int:
+        raise NotImplementedError(f"{type(self).__name__} can't count chord parts")
+
+    def _mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self._get(key) for key in keys]
+
+    # -- the interface -------------------------------------------------------
+    def task_key(self, task_id: str) -> str:
+        return f"{self.global_keyprefix}{self.key_prefix}{task_id}"
+
+    def store(self, meta: ResultMeta) -> None:
+        self._set(self.task_key(meta.task_id), self.encode_meta(meta), self.expires)
+
+    def load(self, task_id: str) -> ResultMeta | None:
+        raw = self._get(self.task_key(task_id))
+        return None if raw is None else self.decode_meta(raw, task_id)
+
+    def load_many(self, task_ids: Sequence[str]) -> list[ResultMeta | None]:
+        raws = self._mget([self.task_key(tid) for tid in task_ids])
+        return [None if raw is None else self.decode_meta(raw, tid) for raw, tid in zip(raws, task_ids, strict=True)]
+
+    def forget(self, task_id: str) -> None:
+        self._delete(self.task_key(task_id))
+
+    # -- encoding ----------------------------------------------------------
+    def encode_meta(self, meta: ResultMeta) -> bytes:
+        result = meta.result
+        if meta.status in states.EXCEPTION_STATES and isinstance(result, BaseException):
+            result = exception_to_meta(result)
+        data: dict[str, Any] = {
+            "status": meta.status,
+            "result": result,
+            "traceback": meta.traceback,
+            "children": meta.children,
+            "date_done": meta.date_done.isoformat() if meta.date_done else None,
+        }
+        if meta.group_id:
+            data["group_id"] = meta.group_id
+        if meta.parent_id:
+            data["parent_id"] = meta.parent_id
+        if meta.name is not None:
+            for key in _EXTENDED_FIELDS:
+                data[key] = getattr(meta, key)
+        data["task_id"] = meta.task_id
+        try:
+            return dumps(data, self.serializer)[2]
+        except EncodeError:
+            raise
+        except Exception as exc:
+            raise EncodeError(f"can't encode result of task {meta.task_id}: {exc}") from exc
+
+    def decode_meta(self, raw: bytes, task_id: str) -> ResultMeta:
+        from ..serialization import get_serializer
+
+        ser = get_serializer(self.serializer)
+        data = loads(raw, ser.content_type, ser.content_encoding, self.accept)
+        if not isinstance(data, Mapping):
+            raise DecodeError(f"stored result of task {task_id} is not a mapping")
+        status = data.get("status", states.PENDING)
+        result = data.get("result")
+        if status in states.EXCEPTION_STATES:
+            result = exception_from_meta(result)
+        date_done = data.get("date_done")
+        if isinstance(date_done, str):
+            try:
+                date_done = datetime.fromisoformat(date_done.replace("Z", "+00:00"))
+            except ValueError:
+                date_done = None
+        return ResultMeta(
+            task_id=data.get("task_id") or task_id,
+            status=status,
+            result=result,
+            traceback=data.get("traceback"),
+            children=list(data.get("children") or []),
+            date_done=date_done if isinstance(date_done, datetime) else None,
+            group_id=data.get("group_id"),
+            parent_id=data.get("parent_id"),
+            name=data.get("name"),
+            args=data.get("args"),
+            kwargs=data.get("kwargs"),
+            worker=data.get("worker"),
+            retries=data.get("retries"),
+            queue=data.get("queue"),
+        )

@@ -1,0 +1,52 @@
+"""In-process result store, for tests and eager mode.
+
+URL: ``memory://`` or ``cache+memory://`` (Celery's name). Shared by every app
+in the process; lost when the process exits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import ClassVar
+
+from .base import KeyValueBackend
+
+__all__ = ["MemoryBackend"]
+
+_data: dict[str, tuple[bytes, float | None]] = {}
+_cond = threading.Condition()
+
+
+class MemoryBackend(KeyValueBackend):
+    persistent: ClassVar[bool] = False
+
+    def _get(self, key: str) -> bytes | None:
+        with _cond:
+            entry = _data.get(key)
+            if entry is None:
+                return None
+            value, expires = entry
+            if expires is not None and expires < time.time():
+                del _data[key]
+                return None
+            return value
+
+    def _set(self, key: str, value: bytes, ttl: float | None) -> None:
+        with _cond:
+            _data[key] = (value, time.time() + ttl if ttl else None)
+            _cond.notify_all()
+
+    def _delete(self, key: str) -> None:
+        with _cond:
+            _data.pop(key, None)
+
+    def _incr(self, key: str, ttl: float | None) -> int:
+        with _cond:
+            current = int(_data.get(key, (b"0", None))[0])
+            _data[key] = (str(current + 1).encode(), time.time() + ttl if ttl else None)
+            return current + 1
+
+    def _sleep_until_change(self, task_id: str, seconds: float) -> None:
+        with _cond:
+            _cond.wait(seconds)

@@ -1,0 +1,146 @@
+"""The broker interface: what every transport (SQLite, Redis, AMQP, SQS, memory) provides.
+
+Brokers move :class:`Envelope` objects (bytes plus headers and properties)
+between queues. They know nothing about tasks: ``celeriac.protocol`` turns task
+calls into envelopes and back.
+
+Delivery contract, the same for every implementation:
+
+* ``get`` hands out each message to one consumer at a time. A message handed
+  out stays invisible to other consumers until it is acked, rejected, or the
+  consumer is presumed dead (its lease runs out: ``visibility_timeout``);
+  consumers that are alive keep their leases with ``extend_leases``.
+* ``ack`` removes a message for good. ``reject(requeue=True)`` makes it
+  visible again at once (marked redelivered); ``reject(requeue=False)`` moves it
+  to the broker's dead-letter place, where it can be inspected: nothing
+  accepted is silently dropped.
+* A message published with ``not_before`` is not handed out before that time,
+  and it waits in the broker, not in a worker's memory.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+__all__ = ["Broker", "Delivery", "Envelope", "QueueSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message as every broker moves it."""
+
+    body: bytes
+    headers: Mapping[str, Any]
+    properties: Mapping[str, Any]  # correlation_id, reply_to, priority, delivery_mode, ...
+    content_type: str
+    content_encoding: str
+
+    @property
+    def priority(self) -> int | None:
+        value = self.properties.get("priority")
+        return value if isinstance(value, int) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An envelope handed to a consumer, with what's needed to ack or reject it."""
+
+    envelope: Envelope
+    queue: str
+    tag: str  # broker-specific receipt: row id, delivery tag, receipt handle
+    redelivered: bool = False
+    exchange: str = ""
+    routing_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A queue to declare: Celery's ``Queue(name, exchange, routing_key, max_priority=...)``."""
+
+    name: str
+    exchange: str = ""
+    routing_key: str = ""
+    exchange_type: str = "direct"
+    durable: bool = True
+    max_priority: int | None = None
+    queue_arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Broker(abc.ABC):
+    """Abstract broker; one instance per process (implementations guard against fork)."""
+
+    scheme: ClassVar[str]
+    supports_fanout: ClassVar[bool] = False
+    supports_priority: ClassVar[bool] = False
+    native_delay: ClassVar[bool] = False  # True: ETA is kept by the broker, never in worker RAM
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        self.url = url
+        self.options: Mapping[str, Any] = options or {}
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect, or raise :class:`~celeriac.exceptions.BrokerUnavailable` within the connection timeout."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. Safe to call twice."""
+
+    @abc.abstractmethod
+    def declare_queue(self, spec: QueueSpec) -> None:
+        """Create the queue if it doesn't exist. Idempotent."""
+
+    @abc.abstractmethod
+    def publish(
+        self,
+        envelope: Envelope,
+        *,
+        exchange: str,
+        routing_key: str,
+        not_before: datetime | None = None,
+    ) -> None:
+        """Enqueue durably; returns once the broker has the message. ``routing_key`` names the queue
+        for the default (direct) exchange."""
+
+    @abc.abstractmethod
+    def get(self, queues: Sequence[str], *, max_messages: int, timeout: float) -> list[Delivery]:
+        """Take up to ``max_messages`` visible messages from ``queues``, waiting up to ``timeout``
+        seconds for the first. Returns ``[]`` on timeout."""
+
+    @abc.abstractmethod
+    def ack(self, delivery: Delivery) -> None:
+        """Remove the message for good. Acking a message whose lease was lost is a no-op."""
+
+    @abc.abstractmethod
+    def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
+        """Requeue the message (visible again at once) or dead-letter it."""
+
+    def extend_leases(self, deliveries: Sequence[Delivery]) -> None:  # noqa: B027 - optional hook
+        """Keep the leases of messages this consumer still holds (called periodically by the worker)."""
+
+    def purge(self, queue: str) -> int:
+        """Delete every waiting message of ``queue``; returns how many were deleted."""
+        raise NotImplementedError(f"{type(self).__name__} can't purge queues")
+
+    def queue_size(self, queue: str) -> int:
+        raise NotImplementedError(f"{type(self).__name__} can't count messages")
+
+    def broadcast(self, exchange: str, envelope: Envelope) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no fanout")
+
+    def subscribe(self, exchange: str) -> AbstractContextManager[Iterator[Envelope]]:
+        raise NotImplementedError(f"{type(self).__name__} has no fanout")
+
+    def info(self) -> dict[str, Any]:
+        """What to show in banners and reports (never credentials)."""
+        from ..config import mask_url
+
+        return {"transport": self.scheme, "url": mask_url(self.url)}
+
+    def __repr__(self) -> str:
+        from ..config import mask_url
+
+        return f"<{type(self).__name__} {mask_url(self.url)}>"

@@ -1,0 +1,326 @@
+"""Task results: :class:`AsyncResult` (a handle on a task's state) and :class:`EagerResult`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from . import states
+from ._state import get_current_app, get_current_task
+from .backends.base import ResultMeta
+from .exceptions import TaskRevokedError
+
+if TYPE_CHECKING:
+    from .app import Celery
+    from .backends.base import ResultBackend
+
+__all__ = ["AsyncResult", "EagerResult", "allow_join_result", "assert_will_not_block", "result_from_tuple"]
+
+R = TypeVar("R")
+
+E_WOULDBLOCK = (
+    "Never call result.get() within a task! It can deadlock the worker "
+    "(see https://docs.celeryq.dev/en/latest/userguide/tasks.html#avoid-launching-synchronous-subtasks); "
+    "chain the tasks instead, or call .get(disable_sync_subtasks=False) if you really mean it."
+)
+
+_join_allowed = False
+
+
+def assert_will_not_block() -> None:
+    """Raise RuntimeError when called from inside a task (where a blocking get can deadlock)."""
+    if get_current_task() is not None and not _join_allowed:
+        raise RuntimeError(E_WOULDBLOCK)
+
+
+class allow_join_result:
+    """Context manager that allows ``get()`` inside a task (Celery's name)."""
+
+    def __enter__(self) -> None:
+        global _join_allowed
+        self._prev = _join_allowed
+        _join_allowed = True
+
+    def __exit__(self, *exc: object) -> None:
+        global _join_allowed
+        _join_allowed = self._prev
+
+
+class AsyncResult(Generic[R]):
+    """The state and eventual value of a task, looked up in the app's result backend.
+
+    Args:
+        id: the task id.
+        backend: the result backend to read (default: the app's).
+        task_name: the task's name, if known.
+        app: the app (default: the current app).
+    """
+
+    def __init__(
+        self,
+        id: str,
+        backend: ResultBackend | None = None,
+        task_name: str | None = None,
+        app: Celery | None = None,
+        parent: AsyncResult[Any] | None = None,
+    ) -> None:
+        if not id:
+            raise ValueError(f"AsyncResult requires a valid id, not {type(id).__name__}")
+        self.id = id
+        self.app = app or get_current_app()
+        self._backend = backend
+        self.task_name = task_name
+        self.parent = parent
+        self._cache: ResultMeta | None = None
+        self.on_ready: Callable[[AsyncResult[R]], None] | None = None
+
+    @property
+    def backend(self) -> ResultBackend:
+        """The result backend this result is read from (``print(result.backend)`` shows which)."""
+        if self._backend is None:
+            self._backend = self.app.backend
+        return self._backend
+
+    @property
+    def task_id(self) -> str:
+        return self.id
+
+    # -- reading ------------------------------------------------------------
+    def _meta(self) -> ResultMeta:
+        if self._cache is not None:
+            return self._cache
+        meta = self.backend.get_meta(self.id)
+        if meta.ready:
+            self._cache = meta
+        return meta
+
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        no_ack: bool = True,
+        follow_parents: bool = True,
+        callback: Callable[[str, Any], Any] | None = None,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        on_interval: Callable[[], Any] | None = None,
+        disable_sync_subtasks: bool = True,
+        EXCEPTION_STATES: frozenset[str] = states.EXCEPTION_STATES,
+        PROPAGATE_STATES: frozenset[str] = states.PROPAGATE_STATES,
+    ) -> R:
+        """Wait for the task to finish and return its value.
+
+        Args:
+            timeout: seconds to wait; :class:`~celeriac.exceptions.TimeoutError` after that.
+            propagate: re-raise the task's exception if it failed (else return the exception).
+            interval: upper bound between checks, for stores that must be polled.
+            disable_sync_subtasks: refuse to block inside a task (deadlock guard).
+
+        Raises:
+            TimeoutError: the task didn't finish within ``timeout``.
+            Exception: the task's own exception, when it failed and ``propagate`` is true.
+        """
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        if follow_parents and propagate and self.parent is not None:
+            self.parent.maybe_throw()
+        meta = self._cache or self.backend.wait_for(self.id, timeout=timeout, interval=interval)
+        self._cache = meta
+        if callback is not None:
+            callback(self.id, meta.result)
+        if meta.status in PROPAGATE_STATES and propagate:
+            raise _with_remote_traceback(self._exception(meta), meta.traceback)
+        return meta.result  # type: ignore[no-any-return]
+
+    wait = get
+
+    def _exception(self, meta: ResultMeta) -> BaseException:
+        exc = meta.result
+        if isinstance(exc, BaseException):
+            return exc
+        if meta.status == states.REVOKED:
+            return TaskRevokedError(exc or "revoked")
+        return RuntimeError(f"task {self.id} failed: {exc!r}")
+
+    def maybe_throw(self, propagate: bool = True, callback: Any = None) -> None:
+        meta = self._meta()
+        if propagate and meta.status in states.PROPAGATE_STATES:
+            raise _with_remote_traceback(self._exception(meta), meta.traceback)
+
+    maybe_reraise = maybe_throw
+
+    def ready(self) -> bool:
+        """True once the task has finished (successfully, with an error, or revoked)."""
+        return self.state in states.READY_STATES
+
+    def successful(self) -> bool:
+        return self.state == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == states.FAILURE
+
+    @property
+    def state(self) -> str:
+        """``PENDING`` (waiting or unknown), ``STARTED``, ``RETRY``, ``SUCCESS``, ``FAILURE`` or ``REVOKED``."""
+        return self._meta().status
+
+    status = state
+
+    @property
+    def result(self) -> Any:
+        """The return value, or the exception if the task failed (never raises it)."""
+        return self._meta().result
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        """The formatted traceback of a failed task."""
+        return self._meta().traceback
+
+    @property
+    def date_done(self) -> datetime | None:
+        return self._meta().date_done
+
+    @property
+    def children(self) -> list[Any]:
+        return [result_from_tuple(child, self.app) for child in self._meta().children]
+
+    @property
+    def name(self) -> str | None:
+        return self._meta().name or self.task_name
+
+    @property
+    def args(self) -> Any:
+        return self._meta().args
+
+    @property
+    def kwargs(self) -> Any:
+        return self._meta().kwargs
+
+    @property
+    def worker(self) -> str | None:
+        return self._meta().worker
+
+    @property
+    def retries(self) -> int | None:
+        return self._meta().retries
+
+    @property
+    def queue(self) -> str | None:
+        return self._meta().queue
+
+    @property
+    def graph(self) -> None:  # pragma: no cover - not supported
+        raise NotImplementedError("result graphs are not supported")
+
+    def exists(self) -> bool:
+        """True if the result store has any record of this task (unlike ``state``, which says PENDING)."""
+        return self.backend.load(self.id) is not None
+
+    def forget(self) -> None:
+        """Remove the result from the store, freeing its resources."""
+        self._cache = None
+        self.backend.forget(self.id)
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        parent = self.parent
+        return (self.id, parent.as_tuple() if parent is not None else None), None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AsyncResult):
+            return other.id == self.id
+        if isinstance(other, str):
+            return other == self.id
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.id}>"
+
+    def __str__(self) -> str:
+        return self.id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.__class__, (self.id, None, self.task_name, None, self.parent)
+
+    def __copy__(self) -> AsyncResult[R]:
+        return self.__class__(self.id, self._backend, self.task_name, self.app, self.parent)
+
+
+class EagerResult(AsyncResult[R]):
+    """The result of a task run in this process (``task.apply()`` or ``task_always_eager``)."""
+
+    def __init__(
+        self,
+        id: str,
+        ret_value: Any,
+        state: str,
+        traceback: str | None = None,
+        name: str | None = None,
+        app: Celery | None = None,
+    ) -> None:
+        super().__init__(id, task_name=name, app=app)
+        self._cache = ResultMeta(task_id=id, status=state, result=ret_value, traceback=traceback, name=name)
+
+    def _meta(self) -> ResultMeta:
+        assert self._cache is not None
+        return self._cache
+
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        no_ack: bool = True,
+        follow_parents: bool = True,
+        callback: Callable[[str, Any], Any] | None = None,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        on_interval: Callable[[], Any] | None = None,
+        disable_sync_subtasks: bool = True,
+        EXCEPTION_STATES: frozenset[str] = states.EXCEPTION_STATES,
+        PROPAGATE_STATES: frozenset[str] = states.PROPAGATE_STATES,
+    ) -> R:
+        meta = self._meta()
+        if meta.status in PROPAGATE_STATES and propagate:
+            raise self._exception(meta)
+        return meta.result  # type: ignore[no-any-return]
+
+    wait = get
+
+    def forget(self) -> None:
+        pass
+
+    def exists(self) -> bool:
+        return True
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        meta = self._meta()
+        return self.__class__, (self.id, meta.result, meta.status, meta.traceback, self.task_name)
+
+    def __repr__(self) -> str:
+        return f"<EagerResult: {self.id}>"
+
+
+def result_from_tuple(value: Any, app: Celery | None = None) -> AsyncResult[Any]:
+    """Rebuild a result from its ``as_tuple()`` form (as stored in ``children``)."""
+    if isinstance(value, AsyncResult):
+        return value
+    (task_id, parent), _group = value
+    parent_result = result_from_tuple(parent, app) if parent else None
+    return AsyncResult(task_id, app=app, parent=parent_result)
+
+
+def _with_remote_traceback(exc: BaseException, remote_traceback: str | None) -> BaseException:
+    # The local traceback of a re-raised remote exception points at get(); the note
+    # carries where it really failed, without changing the exception's type.
+    if remote_traceback and sys.version_info >= (3, 11):
+        notes = getattr(exc, "__notes__", [])
+        note = "Remote traceback (from the worker):\n" + remote_traceback.rstrip()
+        if note not in notes:
+            exc.add_note(note)
+    return exc

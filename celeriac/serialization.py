@@ -1,0 +1,213 @@
+"""Serializers: json (with kombu's type tags), msgpack, yaml and pickle.
+
+Bodies are decoded only after their content type has passed the ``accept``
+check, so an unaccepted (e.g. pickle) payload is never unpickled.
+
+The json encoding tags values json can't carry exactly as kombu does, so a
+Celery 5 peer reads them back as the same types::
+
+    datetime -> {"__type__": "datetime", "__value__": "2024-01-02T03:04:05"}
+    date, time, Decimal, UUID ({"hex": ...}), bytes (utf-8 or base64)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from .exceptions import ContentDisallowed, DecodeError, EncodeError
+
+__all__ = [
+    "Serializer",
+    "dumps",
+    "loads",
+    "prepare_accept_content",
+    "registry",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Serializer:
+    name: str
+    content_type: str
+    content_encoding: str
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes], Any]
+
+
+def _tag(kind: str, value: Any) -> dict[str, Any]:
+    return {"__type__": kind, "__value__": value}
+
+
+def _json_default(obj: Any) -> Any:
+    reducer = getattr(obj, "__json__", None)
+    if reducer is not None:
+        return reducer()
+    # datetime before date: a datetime is also a date.
+    if isinstance(obj, datetime):
+        return _tag("datetime", obj.isoformat())
+    if isinstance(obj, date):
+        return _tag("date", obj.isoformat())
+    if isinstance(obj, time):
+        return _tag("time", obj.isoformat())
+    if isinstance(obj, Decimal):
+        return _tag("decimal", str(obj))
+    if isinstance(obj, uuid.UUID):
+        return _tag("uuid", {"hex": obj.hex})
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        raw = bytes(obj)
+        try:
+            return _tag("bytes", raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            return _tag("base64", base64.b64encode(raw).decode("ascii"))
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+_JSON_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "datetime": datetime.fromisoformat,
+    "date": lambda v: datetime.fromisoformat(v).date(),
+    "time": time.fromisoformat,
+    "decimal": Decimal,
+    "uuid": lambda v: uuid.UUID(**v),
+    "bytes": lambda v: v.encode("utf-8"),
+    "base64": lambda v: base64.b64decode(v.encode("ascii")),
+}
+
+
+def _json_object_hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 2 and "__type__" in obj and "__value__" in obj:
+        decoder = _JSON_DECODERS.get(obj["__type__"])
+        if decoder is None:
+            raise ValueError(f"unsupported json type tag {obj['__type__']!r}")
+        return decoder(obj["__value__"])
+    return obj
+
+
+def json_dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_json_default)
+
+
+def json_loads(data: str | bytes) -> Any:
+    return json.loads(data, object_hook=_json_object_hook)
+
+
+def _json_encode(obj: Any) -> bytes:
+    return json_dumps(obj).encode("utf-8")
+
+
+def _pickle_encode(obj: Any) -> bytes:
+    return pickle.dumps(obj, protocol=4)
+
+
+def _msgpack_encode(obj: Any) -> bytes:
+    import msgpack
+
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _msgpack_decode(data: bytes) -> Any:
+    import msgpack
+
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def _yaml_encode(obj: Any) -> bytes:
+    import yaml
+
+    text: str = yaml.safe_dump(obj)
+    return text.encode("utf-8")
+
+
+def _yaml_decode(data: bytes) -> Any:
+    import yaml
+
+    return yaml.safe_load(data)
+
+
+registry: dict[str, Serializer] = {
+    s.name: s
+    for s in (
+        Serializer("json", "application/json", "utf-8", _json_encode, json_loads),
+        Serializer("pickle", "application/x-python-serialize", "binary", _pickle_encode, pickle.loads),
+        Serializer("msgpack", "application/x-msgpack", "binary", _msgpack_encode, _msgpack_decode),
+        Serializer("yaml", "application/x-yaml", "utf-8", _yaml_encode, _yaml_decode),
+    )
+}
+_by_content_type: dict[str, Serializer] = {s.content_type: s for s in registry.values()}
+# Content types other producers use for the same formats.
+_by_content_type.update(
+    {
+        "application/data": Serializer("raw", "application/data", "binary", bytes, bytes),
+        "application/text": Serializer("raw", "application/text", "utf-8", bytes, bytes),
+        "application/msgpack": registry["msgpack"],
+        "application/yaml": registry["yaml"],
+        "text/yaml": registry["yaml"],
+    }
+)
+
+
+def get_serializer(name: str) -> Serializer:
+    try:
+        return registry[name]
+    except KeyError:
+        raise EncodeError(f"unknown serializer {name!r} (known: {', '.join(sorted(registry))})") from None
+
+
+def prepare_accept_content(accept: Iterable[str] | None) -> frozenset[str]:
+    """Turn an ``accept_content`` list (names or content types) into a set of content types."""
+    if accept is None:
+        accept = ("json",)
+    types: set[str] = set()
+    for item in accept:
+        if item in registry:
+            types.add(registry[item].content_type)
+        elif "/" in item:
+            types.add(item)
+        else:
+            raise ValueError(f"unknown serializer {item!r} in accept_content (known: {', '.join(sorted(registry))})")
+    if "application/x-msgpack" in types:
+        types.add("application/msgpack")
+    if "application/x-yaml" in types:
+        types.update({"application/yaml", "text/yaml"})
+    return frozenset(types)
+
+
+def dumps(obj: Any, serializer: str) -> tuple[str, str, bytes]:
+    """Serialize ``obj``; returns ``(content_type, content_encoding, payload)``."""
+    ser = get_serializer(serializer)
+    try:
+        return ser.content_type, ser.content_encoding, ser.encode(obj)
+    except Exception as exc:
+        raise EncodeError(f"can't serialize with {serializer}: {exc}") from exc
+
+
+def loads(data: bytes | str, content_type: str, content_encoding: str, accept: frozenset[str] | None) -> Any:
+    """Deserialize ``data`` after checking ``content_type`` against ``accept``.
+
+    Raises:
+        ContentDisallowed: the content type is not accepted; nothing was decoded.
+        DecodeError: the payload is not valid for its content type.
+    """
+    if accept is not None and content_type not in accept:
+        raise ContentDisallowed(
+            f"Refusing to deserialize untrusted content of type {content_type} "
+            f"(accepted: {', '.join(sorted(accept)) or 'nothing'})"
+        )
+    ser = _by_content_type.get(content_type)
+    if ser is None:
+        raise ContentDisallowed(f"no serializer for content type {content_type!r}")
+    if isinstance(data, str):
+        data = data.encode(content_encoding if content_encoding not in ("binary", "") else "utf-8")
+    try:
+        return ser.decode(data)
+    except Exception as exc:
+        raise DecodeError(f"can't decode {content_type} payload: {exc}") from exc

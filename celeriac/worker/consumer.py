@@ -1,0 +1,374 @@
+"""The consumer: takes messages from the broker, turns them into requests and feeds the pool.
+
+One loop, run by the worker's main thread::
+
+    broker.get -> decode -> (unknown / invalid: logged and dead-lettered)
+               -> ETA not yet due or rate limited: held in a timer heap
+               -> ready -> pool.submit -> on_done -> ack / requeue / dead-letter
+
+At most ``concurrency * prefetch_multiplier`` messages are held at once
+(running ones included), so ``worker_prefetch_multiplier = 1`` means one
+message per pool slot. A lease thread keeps the broker leases of every held
+message, so a task that runs for hours is never handed to a second worker.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from .. import signals, states
+from ..brokers.base import Broker, Delivery
+from ..exceptions import (
+    ContentDisallowed,
+    DecodeError,
+    InvalidTaskError,
+    NotRegistered,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
+from ..protocol import decode, saferepr
+from ..rate_limits import TokenBucket, parse_rate
+from ..serialization import prepare_accept_content
+from .execute import ACK, DEAD_LETTER, REQUEUE, Outcome
+from .pools.base import Pool
+from .request import Request
+from .state import WorkerState
+
+if TYPE_CHECKING:
+    from ..app import Celery
+    from ..task import Task
+
+__all__ = ["Consumer"]
+
+logger = logging.getLogger("celeriac.worker")
+
+UNKNOWN_TASK = """\
+Received unregistered task of type %r.
+The message has been dead-lettered (kept by the broker, not executed).
+
+Did you remember to import the module containing this task?
+Or maybe you're using relative imports?
+
+The message headers:
+%s
+
+The delivery info for this task is:
+%s"""
+
+INVALID_MESSAGE = """\
+Received invalid task message: %s
+The message has been dead-lettered (kept by the broker, not executed).
+Headers: %s"""
+
+
+class Consumer:
+    def __init__(
+        self,
+        app: Celery,
+        broker: Broker,
+        pool: Pool,
+        *,
+        queues: Sequence[str],
+        hostname: str,
+        prefetch_limit: int,
+        state: WorkerState,
+        disable_rate_limits: bool = False,
+    ) -> None:
+        self.app = app
+        self.broker = broker
+        self.pool = pool
+        self.queues = list(queues)
+        self.hostname = hostname
+        self.prefetch_limit = max(1, prefetch_limit)
+        self.state = state
+        self.disable_rate_limits = disable_rate_limits
+        self.accept = prepare_accept_content(app.conf.accept_content)
+        self._lock = threading.RLock()
+        self._ready: deque[Request] = deque()
+        self._timers: list[tuple[float, int, Request]] = []  # (due, seq, request): ETA or rate-limited
+        self._seq = itertools.count()
+        self._buckets: dict[str, tuple[float, TokenBucket]] = {}
+        self._slot_freed = threading.Event()
+        self._stop = threading.Event()
+        self._stopping_cold = False
+
+    # -- the loop ----------------------------------------------------------------
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self._dispatch()
+            room = self.prefetch_limit - self.outstanding()
+            if room > 0:
+                waiting = bool(self._ready)
+                timeout = 0.0 if waiting else self._idle_timeout()
+                try:
+                    deliveries = self.broker.get(self.queues, max_messages=room, timeout=timeout)
+                except Exception as exc:
+                    logger.error("consumer: broker error: %s; retrying in 1s", exc)
+                    self._stop.wait(1.0)
+                    continue
+                for delivery in deliveries:
+                    self._on_delivery(delivery)
+                if deliveries or not waiting:
+                    continue
+            self._slot_freed.wait(self._idle_timeout())
+            self._slot_freed.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._slot_freed.set()
+
+    def outstanding(self) -> int:
+        with self._lock:
+            return len(self._ready) + len(self._timers) + len(self.state.active)
+
+    def held_deliveries(self) -> list[Delivery]:
+        """Every delivery this worker holds (for lease renewal)."""
+        with self._lock:
+            held = [r.delivery for r in self._ready]
+            held += [r.delivery for _, _, r in self._timers]
+            held += [r.delivery for r in self.state.active.values()]
+        return held
+
+    def _idle_timeout(self) -> float:
+        with self._lock:
+            if self._timers:
+                return max(0.0, min(1.0, self._timers[0][0] - time.time()))
+        return 1.0
+
+    # -- receiving -------------------------------------------------------------------
+    def _on_delivery(self, delivery: Delivery) -> None:
+        try:
+            message = decode(delivery.envelope, self.accept)
+        except ContentDisallowed as exc:
+            self._dead_letter(delivery, f"content type not accepted: {exc}")
+            return
+        except (DecodeError, InvalidTaskError) as exc:
+            self._dead_letter(delivery, str(exc))
+            return
+        task = self.app.tasks.get(message.task)
+        if task is None:
+            self._unknown_task(delivery, message.task, message.id)
+            return
+        request = Request(delivery=delivery, message=message, task=task, hostname=self.hostname)
+        logger.info("Task %s[%s] received", request.name, request.id)
+        self.state.reserved[request.id] = request
+        signals.task_received.send(sender=self, request=request)
+        if self.state.is_revoked(request.id):
+            self._discard_revoked(request, "revoked")
+            return
+        eta = request.eta()
+        if eta is not None and eta > datetime.now(timezone.utc):
+            self._schedule(request, eta.timestamp())
+        else:
+            self._admit(request)
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        logger.error(INVALID_MESSAGE, reason, saferepr(dict(delivery.envelope.headers), 2048))
+        try:
+            self.broker.reject(delivery, requeue=False, reason=reason)
+        except Exception:
+            logger.exception("could not dead-letter an invalid message")
+
+    def _unknown_task(self, delivery: Delivery, name: str, task_id: str) -> None:
+        headers = saferepr(dict(delivery.envelope.headers), 2048)
+        info = {"exchange": delivery.exchange, "routing_key": delivery.routing_key, "queue": delivery.queue}
+        logger.error(UNKNOWN_TASK, name, headers, info)
+        signals.task_unknown.send(sender=self, name=name, id=task_id, message=delivery, exc=NotRegistered(name))
+        # Record the failure so a client waiting on get() hears about it instead of waiting forever.
+        try:
+            self.app.backend.mark_as_failure(task_id, NotRegistered(name))
+        except Exception as exc:
+            logger.debug("could not record unknown task %s: %s", task_id, exc)
+        try:
+            self.broker.reject(delivery, requeue=False, reason=f"unregistered task {name!r}")
+        except Exception:
+            logger.exception("could not dead-letter message of unknown task %s", name)
+
+    def _discard_revoked(self, request: Request, why: str) -> None:
+        logger.info("Discarding %s task: %s[%s]", why, request.name, request.id)
+        self.state.reserved.pop(request.id, None)
+        try:
+            self.app.backend.store_result(request.id, TaskRevokedError(why), states.REVOKED, request=_context(request))
+        except NotImplementedError:
+            pass
+        except Exception:
+            logger.exception("could not record %s task %s", why, request.id)
+        signals.task_revoked.send(
+            sender=request.task, request=request, terminated=False, signum=None, expired=why == "expired"
+        )
+        self._settle(request, ACK)
+
+    # -- holding and dispatching --------------------------------------------------------
+    def _schedule(self, request: Request, due: float) -> None:
+        with self._lock:
+            heapq.heappush(self._timers, (due, next(self._seq), request))
+
+    def _admit(self, request: Request) -> None:
+        """Ready to run, unless the task's rate limit says wait."""
+        wait = self._rate_limit_wait(request.task)
+        if wait > 0:
+            self._schedule(request, time.time() + wait)
+            return
+        with self._lock:
+            self._ready.append(request)
+
+    def _rate_limit_wait(self, task: Task[Any, Any]) -> float:
+        if self.disable_rate_limits:
+            return 0.0
+        rate = parse_rate(task.opt("rate_limit"))
+        if not rate:
+            return 0.0
+        current = self._buckets.get(task.name)
+        if current is None or current[0] != rate:
+            current = (rate, TokenBucket(rate, capacity=1.0))
+            self._buckets[task.name] = current
+        bucket = current[1]
+        if bucket.can_consume(1):
+            return 0.0
+        return max(bucket.expected_time(1), 0.001)
+
+    def _dispatch(self) -> None:
+        now = time.time()
+        due: list[Request] = []
+        with self._lock:
+            while self._timers and self._timers[0][0] <= now:
+                due.append(heapq.heappop(self._timers)[2])
+        for request in due:
+            self._admit(request)
+        while True:
+            with self._lock:
+                if not self._ready or self.pool.free_slots() <= 0:
+                    return
+                request = self._ready.popleft()
+            if request.is_expired():
+                self._discard_revoked(request, "expired")
+                continue
+            if self.state.is_revoked(request.id):
+                self._discard_revoked(request, "revoked")
+                continue
+            self._start(request)
+
+    def _start(self, request: Request) -> None:
+        request.started = time.time()
+        with self._lock:
+            self.state.reserved.pop(request.id, None)
+            self.state.active[request.id] = request
+        self.pool.submit(request.job(), partial(self._on_done, request))
+
+    # -- outcomes ------------------------------------------------------------------------
+    def _on_done(self, request: Request, outcome: Outcome) -> None:
+        try:
+            action = self._record(request, outcome)
+            self._log(request, outcome)
+        except Exception:
+            logger.exception("error recording the outcome of %s[%s]", request.name, request.id)
+            action = outcome.message_action
+        with self._lock:
+            self.state.active.pop(request.id, None)
+            self.state.count(request.name, outcome.state)
+        if not self._stopping_cold:
+            self._settle(request, action)
+        self._slot_freed.set()
+
+    def _record(self, request: Request, outcome: Outcome) -> str:
+        """Store what the executing process could not, and pick what happens to the message."""
+        if outcome.stored:
+            return outcome.message_action
+        task = request.task
+        if outcome.exc_type == "TimeLimitExceeded":
+            exc: BaseException = TimeLimitExceeded(request.time_limits()[0])
+            action = ACK if (not task.opt("acks_late") or task.opt("acks_on_failure_or_timeout")) else DEAD_LETTER
+        elif outcome.exc_type == "WorkerLostError":
+            exc = WorkerLostError(outcome.exc_repr or "Worker exited prematurely")
+            action = REQUEUE if (task.opt("acks_late") and task.opt("reject_on_worker_lost")) else ACK
+        else:
+            exc = RuntimeError(outcome.exc_repr or "task failed in the pool")
+            action = ACK
+        if action != REQUEUE:
+            try:
+                self.app.backend.store_result(
+                    request.id, exc, states.FAILURE, outcome.traceback, request=_context(request)
+                )
+            except NotImplementedError:
+                pass
+        signals.task_failure.send(
+            sender=task,
+            task_id=request.id,
+            exception=exc,
+            args=request.message.args,
+            kwargs=request.message.kwargs,
+            traceback=None,
+            einfo=None,
+        )
+        return action
+
+    def _log(self, request: Request, outcome: Outcome) -> None:
+        name, task_id = request.name, request.id
+        if outcome.state == states.SUCCESS:
+            logger.info("Task %s[%s] succeeded in %.4fs: %s", name, task_id, outcome.runtime, outcome.retval_repr)
+        elif outcome.state == states.FAILURE:
+            if outcome.stored:
+                logger.error(
+                    "Task %s[%s] raised unexpected: %s\n%s",
+                    name,
+                    task_id,
+                    outcome.exc_repr,
+                    (outcome.traceback or "").rstrip(),
+                )
+            else:
+                logger.error("Task handler raised error: %s (task %s[%s])", outcome.exc_repr, name, task_id)
+        elif outcome.state == states.RETRY:
+            logger.info("Task %s[%s] retry: %s", name, task_id, outcome.retry_reason)
+        elif outcome.state == states.IGNORED:
+            logger.info("Task %s[%s] ignored", name, task_id)
+        elif outcome.state == states.REJECTED:
+            logger.warning("Task %s[%s] rejected (%s): %s", name, task_id, outcome.message_action, outcome.exc_repr)
+
+    def _settle(self, request: Request, action: str) -> None:
+        try:
+            if action == ACK:
+                self.broker.ack(request.delivery)
+            elif action == REQUEUE:
+                self.broker.reject(request.delivery, requeue=True)
+            else:
+                self.broker.reject(request.delivery, requeue=False, reason=f"task {request.name} rejected")
+        except Exception:
+            logger.exception("could not %s message of task %s[%s]", action, request.name, request.id)
+
+    # -- shutdown ------------------------------------------------------------------------
+    def release_unstarted(self) -> int:
+        """Give back every message not yet started (warm shutdown), so another worker takes it now."""
+        with self._lock:
+            pending = list(self._ready) + [r for _, _, r in self._timers]
+            self._ready.clear()
+            self._timers.clear()
+        for request in pending:
+            self.state.reserved.pop(request.id, None)
+            self._settle(request, REQUEUE)
+        return len(pending)
+
+    def release_active(self) -> int:
+        """Cold shutdown: requeue the messages of tasks that were killed mid-run."""
+        self._stopping_cold = True
+        with self._lock:
+            active = list(self.state.active.values())
+            self.state.active.clear()
+        for request in active:
+            self._settle(request, REQUEUE if request.task.opt("acks_late") else ACK)
+        return len(active)
+
+
+def _context(request: Request) -> Any:
+    from ..task import Context
+
+    return Context(**request.context())

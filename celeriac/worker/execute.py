@@ -1,0 +1,318 @@
+"""Running one task: the only place that fires task signals, applies retry policy and stores results.
+
+Used in every pool (in the process that runs the task) and by ``Task.apply``
+for eager calls, so a task behaves the same wherever it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback as tb_module
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import signals, states
+from .._state import current_task_var
+from ..canvas import Signature
+from ..exceptions import EncodeError, Ignore, Reject, Retry
+from ..protocol import saferepr
+
+if TYPE_CHECKING:
+    from ..app import Celery
+    from ..task import Context, Task
+
+__all__ = ["ExceptionInfo", "Outcome", "execute"]
+
+logger = logging.getLogger("celeriac.worker")
+
+# What to do with the message once the task is done.
+ACK = "ack"
+REQUEUE = "requeue"
+DEAD_LETTER = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a task ended. Crosses the process boundary in prefork, so it holds only plain values
+    (``retval``/``exc`` are kept only for eager calls, in-process)."""
+
+    task_id: str
+    task_name: str
+    state: str
+    runtime: float
+    message_action: str = ACK
+    retval_repr: str | None = None
+    exc_repr: str | None = None
+    exc_type: str | None = None
+    traceback: str | None = None
+    retry_reason: str | None = None
+    stored: bool = True  # False: the executing process could not record the state (the parent must)
+    retval: Any = None
+    exc: BaseException | None = None
+
+    def without_objects(self) -> Outcome:
+        from dataclasses import replace
+
+        return replace(self, retval=None, exc=None)
+
+
+class ExceptionInfo:
+    """Celery's ``einfo``: the exception, its type and the formatted traceback."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exception = exc
+        self.type = type(exc)
+        self.tb = exc.__traceback__
+        self.traceback = "".join(tb_module.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+        self.internal = False
+
+    def __str__(self) -> str:
+        return self.traceback
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _user_frames(tb: Any) -> Any:
+    """Skip celeriac's own frames at the top of a task traceback: they say nothing about the failure."""
+    first = tb
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR + os.sep):
+        tb = tb.tb_next
+    return tb if tb is not None else first
+
+
+def execute(app: Celery, task: Task[Any, Any], ctx: Context, *, eager: bool = False) -> Outcome:
+    """Run ``task`` for the request ``ctx`` and record the outcome."""
+    args, kwargs = tuple(ctx.args), dict(ctx.kwargs)
+    ignore_result = bool(task.opt("ignore_result") or ctx.ignore_result)
+    store = (not eager) or bool(app.conf.task_store_eager_result)
+    backend = app.backend if store else None
+    token = current_task_var.set((task, ctx))
+    start = time.perf_counter()
+    state, retval, einfo = states.SUCCESS, None, None
+    signals.task_prerun.send(sender=task, task_id=_tid(ctx), task=task, args=args, kwargs=kwargs)
+    try:
+        if backend is not None and not ignore_result and task.opt("track_started"):
+            backend.store_result(_tid(ctx), {"pid": os.getpid(), "hostname": ctx.hostname}, states.STARTED, request=ctx)
+        try:
+            task.before_start(_tid(ctx), args, kwargs)
+            retval = task(*args, **kwargs)
+        except Exception as exc:
+            retry = _autoretry(task, exc)
+            if retry is None:
+                raise
+            raise retry from exc
+    except Retry as exc:
+        state, einfo = states.RETRY, ExceptionInfo(exc)
+        outcome = _on_retry(task, ctx, exc, einfo, backend, args, kwargs, start)
+    except Ignore:
+        state = states.IGNORED
+        outcome = Outcome(_tid(ctx), task.name, state, time.perf_counter() - start)
+    except Reject as exc:
+        state = states.REJECTED
+        action = REQUEUE if exc.requeue else DEAD_LETTER
+        signals.task_rejected.send(sender=task, message=None, exc=exc)
+        outcome = Outcome(_tid(ctx), task.name, state, time.perf_counter() - start, action, exc_repr=repr(exc))
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not eager:
+            raise
+        state, einfo = states.FAILURE, ExceptionInfo(exc)
+        outcome = _on_failure(app, task, ctx, exc, einfo, backend, ignore_result, args, kwargs, start)
+    else:
+        outcome = _on_success(app, task, ctx, retval, backend, ignore_result, args, kwargs, start)
+        state = outcome.state
+    finally:
+        current_task_var.reset(token)
+    try:
+        task.after_return(state, retval if einfo is None else einfo.exception, _tid(ctx), args, kwargs, einfo)
+    except Exception:
+        logger.exception("after_return of %s[%s] raised", task.name, _tid(ctx))
+    signals.task_postrun.send(
+        sender=task, task_id=_tid(ctx), task=task, args=args, kwargs=kwargs, retval=retval, state=state
+    )
+    return outcome
+
+
+def _autoretry(task: Task[Any, Any], exc: Exception) -> Retry | None:
+    if not task.autoretry_for or not isinstance(exc, task.autoretry_for):
+        return None
+    if task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for):
+        return None
+    options = dict(task.retry_kwargs or {})
+    countdown = task.retry_countdown(task.request.retries)
+    if countdown is not None and "countdown" not in options:
+        options["countdown"] = countdown
+    try:
+        return task.retry(exc=exc, throw=False, **options)
+    except Retry as retry:
+        return retry
+
+
+def _on_success(
+    app: Celery,
+    task: Task[Any, Any],
+    ctx: Context,
+    retval: Any,
+    backend: Any,
+    ignore_result: bool,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    start: float,
+) -> Outcome:
+    runtime = time.perf_counter() - start
+    if backend is not None and not ignore_result:
+        try:
+            backend.store_result(_tid(ctx), retval, states.SUCCESS, request=ctx)
+        except EncodeError as exc:
+            # The task ran, but its value can't be stored: record that as the failure it is.
+            einfo = ExceptionInfo(exc)
+            backend.store_result(_tid(ctx), exc, states.FAILURE, einfo.traceback, request=ctx)
+            return Outcome(
+                _tid(ctx),
+                task.name,
+                states.FAILURE,
+                runtime,
+                ACK,
+                exc_repr=repr(exc),
+                exc_type=type(exc).__name__,
+                traceback=einfo.traceback,
+                exc=exc,
+            )
+    try:
+        task.on_success(retval, _tid(ctx), args, kwargs)
+    except Exception:
+        logger.exception("on_success of %s[%s] raised", task.name, _tid(ctx))
+    signals.task_success.send(sender=task, result=retval)
+    _apply_callbacks(app, ctx, retval)
+    return Outcome(
+        _tid(ctx),
+        task.name,
+        states.SUCCESS,
+        runtime,
+        ACK,
+        retval_repr=saferepr(retval, task.resultrepr_maxsize),
+        retval=retval,
+    )
+
+
+def _on_retry(
+    task: Task[Any, Any],
+    ctx: Context,
+    exc: Retry,
+    einfo: ExceptionInfo,
+    backend: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    start: float,
+) -> Outcome:
+    reason = exc.exc if isinstance(exc.exc, BaseException) else exc
+    if backend is not None:
+        backend.store_result(_tid(ctx), reason, states.RETRY, einfo.traceback, request=ctx)
+    try:
+        task.on_retry(reason, _tid(ctx), args, kwargs, einfo)
+    except Exception:
+        logger.exception("on_retry of %s[%s] raised", task.name, _tid(ctx))
+    signals.task_retry.send(sender=task, request=ctx, reason=reason, einfo=einfo)
+    return Outcome(
+        _tid(ctx),
+        task.name,
+        states.RETRY,
+        time.perf_counter() - start,
+        ACK,
+        exc_repr=repr(reason),
+        retry_reason=str(exc),
+        exc=exc,
+    )
+
+
+def _on_failure(
+    app: Celery,
+    task: Task[Any, Any],
+    ctx: Context,
+    exc: BaseException,
+    einfo: ExceptionInfo,
+    backend: Any,
+    ignore_result: bool,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    start: float,
+) -> Outcome:
+    runtime = time.perf_counter() - start
+    if backend is not None and (not ignore_result or task.opt("store_errors_even_if_ignored")):
+        try:
+            backend.store_result(_tid(ctx), exc, states.FAILURE, einfo.traceback, request=ctx)
+        except Exception:
+            logger.exception("could not store the failure of %s[%s]", task.name, _tid(ctx))
+    try:
+        task.on_failure(exc, _tid(ctx), args, kwargs, einfo)
+    except Exception:
+        logger.exception("on_failure of %s[%s] raised", task.name, _tid(ctx))
+    signals.task_failure.send(
+        sender=task, task_id=_tid(ctx), exception=exc, args=args, kwargs=kwargs, traceback=einfo.tb, einfo=einfo
+    )
+    _apply_errbacks(app, ctx, exc, einfo)
+    acks_late = task.opt("acks_late")
+    action = ACK if (not acks_late or task.opt("acks_on_failure_or_timeout")) else DEAD_LETTER
+    return Outcome(
+        _tid(ctx),
+        task.name,
+        states.FAILURE,
+        runtime,
+        action,
+        exc_repr=saferepr(exc),
+        exc_type=type(exc).__name__,
+        traceback=einfo.traceback,
+        exc=exc,
+    )
+
+
+def _apply_callbacks(app: Celery, ctx: Context, retval: Any) -> None:
+    for callback in ctx.callbacks or ():
+        try:
+            Signature(dict(callback), app=app).apply_async((retval,), parent_id=_tid(ctx), root_id=ctx.root_id)
+        except Exception:
+            logger.exception("could not apply callback %r of task %s", callback, _tid(ctx))
+    if ctx.chain:
+        chain = list(ctx.chain)
+        step = Signature(dict(chain.pop()), app=app)
+        try:
+            step.apply_async((retval,), chain=chain or None, parent_id=_tid(ctx), root_id=ctx.root_id)
+        except Exception:
+            logger.exception("could not apply the next step %r of the chain of task %s", step, _tid(ctx))
+
+
+def _apply_errbacks(app: Celery, ctx: Context, exc: BaseException, einfo: ExceptionInfo) -> None:
+    for errback in ctx.errbacks or ():
+        sig = Signature(dict(errback), app=app)
+        try:
+            task = app.tasks.get(sig.task)
+            if task is not None and _takes_request(task):
+                # New-style errback (request, exc, traceback): run here, where the exception is.
+                sig.type(ctx, exc, einfo.traceback)
+            else:
+                sig.apply_async((_tid(ctx),), parent_id=_tid(ctx), root_id=ctx.root_id)
+        except Exception:
+            logger.exception("could not apply errback %r of task %s", errback, _tid(ctx))
+
+
+def _takes_request(task: Task[Any, Any]) -> bool:
+    import inspect
+
+    fun = getattr(task, "__wrapped__", None) or task.run
+    try:
+        params = list(inspect.signature(fun).parameters)
+    except (TypeError, ValueError):
+        return False
+    if getattr(task, "_bind", False):
+        params = params[1:]
+    return params[:3] == ["request", "exc", "traceback"]
+
+
+def format_exception_only(exc: BaseException) -> str:
+    return "".join(tb_module.format_exception_only(type(exc), exc)).strip()
+
+
+def _tid(ctx: Context) -> str:
+    return ctx.id or ""

@@ -1,0 +1,324 @@
+"""WorkController: builds the worker from its parts and runs it.
+
+Start order: import task modules, open the broker, declare queues, start the
+pool, start the lease keeper, then consume in the main thread. Stop order is
+the reverse. Signals:
+
+* SIGTERM, or the first SIGINT (Ctrl-C): warm shutdown. Stop taking messages,
+  give back prefetched ones that haven't started, let running tasks finish.
+* A second SIGINT, or SIGQUIT: cold shutdown. Stop running tasks now; their
+  messages go back to the queue (``acks_late``) so another worker runs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import signals
+from ..brokers.base import Broker, QueueSpec
+from ..exceptions import ImproperlyConfigured, OperationalError, WorkerTerminate
+from .consumer import Consumer
+from .pools.base import Pool
+from .state import WorkerState
+
+if TYPE_CHECKING:
+    from ..app import Celery
+
+__all__ = ["WorkController", "default_nodename", "expand_hostname"]
+
+logger = logging.getLogger("celeriac.worker")
+
+POOLS = ("prefork", "threads", "solo")
+
+
+def default_nodename(hostname: str | None = None) -> str:
+    return f"celery@{hostname or socket.gethostname()}"
+
+
+def expand_hostname(template: str, hostname: str | None = None) -> str:
+    """Celery's node name templates: ``%h`` host, ``%n`` its first label, ``%d`` the domain, ``%%``."""
+    host = hostname or socket.gethostname()
+    name, _, domain = host.partition(".")
+    out, i = [], 0
+    while i < len(template):
+        c = template[i]
+        if c == "%" and i + 1 < len(template):
+            key = template[i + 1]
+            replacement = {"h": host, "n": name, "d": domain, "%": "%"}.get(key)
+            if replacement is not None:
+                out.append(replacement)
+                i += 2
+                continue
+        out.append(c)
+        i += 1
+    result = "".join(out)
+    return result if "@" in result else f"celery@{result}"
+
+
+def create_pool(kind: str, app: Celery, concurrency: int, **kwargs: Any) -> Pool:
+    if kind == "solo":
+        from .pools.solo import SoloPool
+
+        return SoloPool(app, 1)
+    if kind == "threads":
+        from .pools.threads import ThreadPool
+
+        return ThreadPool(app, concurrency)
+    if kind == "prefork":
+        from .pools.prefork import PreforkPool
+
+        return PreforkPool(app, concurrency, **kwargs)
+    raise ImproperlyConfigured(f"unknown pool {kind!r} (choose from {', '.join(POOLS)})", key="worker_pool")
+
+
+class WorkController:
+    """A worker: one consumer feeding one pool."""
+
+    def __init__(
+        self,
+        app: Celery,
+        *,
+        hostname: str | None = None,
+        concurrency: int | None = None,
+        pool: str | None = None,
+        queues: Sequence[str] | None = None,
+        exclude_queues: Sequence[str] | None = None,
+        prefetch_multiplier: int | None = None,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        send_events: bool | None = None,
+        disable_rate_limits: bool | None = None,
+        purge: bool = False,
+        app_path: str | None = None,
+        quiet: bool = False,
+        banner: bool = True,
+    ) -> None:
+        conf = app.conf
+        self.app = app
+        self.hostname = expand_hostname(hostname) if hostname else default_nodename()
+        self.pool_kind = pool or conf.worker_pool
+        if self.pool_kind not in POOLS:
+            raise ImproperlyConfigured(f"unknown pool {self.pool_kind!r} (choose from {', '.join(POOLS)})")
+        self.concurrency = (
+            1 if self.pool_kind == "solo" else (concurrency or conf.worker_concurrency or os.cpu_count() or 1)
+        )
+        multiplier = conf.worker_prefetch_multiplier if prefetch_multiplier is None else prefetch_multiplier
+        self.prefetch_multiplier = max(1, int(multiplier or 1))
+        if conf.worker_disable_prefetch:
+            self.prefetch_multiplier = 1
+        if time_limit is not None:
+            conf.task_time_limit = time_limit
+        if soft_time_limit is not None:
+            conf.task_soft_time_limit = soft_time_limit
+        self.send_events = conf.worker_send_task_events if send_events is None else send_events
+        self.disable_rate_limits = (
+            conf.worker_disable_rate_limits if disable_rate_limits is None else disable_rate_limits
+        )
+        self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
+        self.max_memory_per_child = max_memory_per_child or conf.worker_max_memory_per_child
+        excluded = set(exclude_queues or ())
+        self.queues = [q for q in (list(queues) if queues else app.configured_queue_names()) if q not in excluded]
+        if not self.queues:
+            raise ImproperlyConfigured("the worker has no queue to consume from (check -Q and -X)")
+        self.purge = purge
+        self.app_path = app_path
+        self.quiet = quiet
+        self.show_banner = banner
+        self.state = WorkerState()
+        self.broker: Broker | None = None
+        self.pool: Pool | None = None
+        self.consumer: Consumer | None = None
+        self._lease_stop = threading.Event()
+        self._lease_thread: threading.Thread | None = None
+        self._shutdown_requested = 0
+        self._cold = False
+
+    # -- running ------------------------------------------------------------------
+    def start(self) -> None:
+        """Run until a shutdown signal; returns after a clean (warm or cold) shutdown."""
+        app = self.app
+        signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf, options={})
+        app.import_default_modules()
+        app.finalize()
+        self.broker = self._open_broker()
+        for name in self.queues:
+            self.broker.declare_queue(QueueSpec(name=name, exchange="", routing_key=name))
+        if self.purge:
+            purged = sum(self.broker.purge(q) for q in self.queues)
+            _say(
+                f"Purged {purged} message{'' if purged == 1 else 's'} from {len(self.queues)} known task queue"
+                f"{'' if len(self.queues) == 1 else 's'}."
+            )
+        signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=app.conf)
+        if self.show_banner and not self.quiet:
+            from ..cli.banner import worker_banner
+
+            _say(worker_banner(self))
+        self.pool = create_pool(
+            self.pool_kind,
+            app,
+            self.concurrency,
+            app_path=self.app_path,
+            max_tasks_per_child=self.max_tasks_per_child,
+            max_memory_per_child=self.max_memory_per_child,
+        )
+        self.consumer = Consumer(
+            app,
+            self.broker,
+            self.pool,
+            queues=self.queues,
+            hostname=self.hostname,
+            prefetch_limit=self.concurrency * self.prefetch_multiplier,
+            state=self.state,
+            disable_rate_limits=bool(self.disable_rate_limits),
+        )
+        signals.worker_init.send(sender=self)
+        self.pool.start()
+        self._start_lease_keeper()
+        self._install_signal_handlers()
+        logger.info("Connected to %s", self.broker.info().get("url"))
+        logger.info("%s ready.", self.hostname)
+        signals.worker_ready.send(sender=self)
+        try:
+            self.consumer.run()
+            self._warm_stop()
+        except (WorkerTerminate, KeyboardInterrupt):
+            self._cold_stop()
+        finally:
+            self._finish()
+
+    def _open_broker(self) -> Broker:
+        broker = self.app.create_broker()
+        retry = self.app.conf.broker_connection_retry_on_startup
+        if retry is None:
+            retry = self.app.conf.broker_connection_retry
+        attempts = int(self.app.conf.broker_connection_max_retries or 0) if retry else 0
+        delay = 1.0
+        for attempt in range(attempts + 1):
+            try:
+                broker.open()
+                return broker
+            except OperationalError as exc:
+                if attempt >= attempts:
+                    raise
+                logger.error(
+                    "consumer: Cannot connect to %s: %s.\nTrying again in %.2f seconds... (%d/%d)",
+                    broker.info().get("url"),
+                    exc,
+                    delay,
+                    attempt + 1,
+                    attempts,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        return broker
+
+    def _start_lease_keeper(self) -> None:
+        interval = getattr(self.broker, "visibility_timeout", None)
+        if not interval:
+            return
+        period = max(0.5, float(interval) / 3)
+
+        def keep() -> None:
+            while not self._lease_stop.wait(period):
+                consumer, broker = self.consumer, self.broker
+                if consumer is None or broker is None:
+                    continue
+                try:
+                    broker.extend_leases(consumer.held_deliveries())
+                except Exception as exc:
+                    logger.warning("could not renew message leases: %s", exc)
+
+        self._lease_thread = threading.Thread(target=keep, name="LeaseKeeper", daemon=True)
+        self._lease_thread.start()
+
+    # -- shutdown --------------------------------------------------------------
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_warm_signal)
+        signal.signal(signal.SIGINT, self._on_int)
+        signal.signal(signal.SIGQUIT, self._on_cold_signal)
+
+    def _on_warm_signal(self, signum: int, frame: Any) -> None:
+        self.stop(warm=True)
+
+    def _on_int(self, signum: int, frame: Any) -> None:
+        self.stop(warm=self._shutdown_requested == 0)
+        if self._cold:
+            raise WorkerTerminate(1)
+
+    def _on_cold_signal(self, signum: int, frame: Any) -> None:
+        self.stop(warm=False)
+        raise WorkerTerminate(1)
+
+    def stop(self, warm: bool = True) -> None:
+        """Request shutdown (callable from signal handlers and other threads)."""
+        self._shutdown_requested += 1
+        if warm:
+            if self._shutdown_requested == 1:
+                _say(f"\nworker: Warm shutdown ({_process_name()})")
+        else:
+            self._cold = True
+            _say(f"\nworker: Cold shutdown ({_process_name()})")
+        signals.worker_shutting_down.send(
+            sender=self.hostname, sig="SIGTERM" if warm else "SIGQUIT", how="Warm" if warm else "Cold", exitcode=0
+        )
+        if self.consumer is not None:
+            self.consumer.stop()
+
+    def _warm_stop(self) -> None:
+        assert self.consumer is not None and self.pool is not None
+        released = self.consumer.release_unstarted()
+        if released:
+            logger.info("Returned %d unstarted message%s to the queue", released, "" if released == 1 else "s")
+        self.pool.stop(graceful=True)
+
+    def _cold_stop(self) -> None:
+        if self.pool is not None:
+            self.pool.stop(graceful=False)
+        if self.consumer is not None:
+            self.consumer.release_unstarted()
+            self.consumer.release_active()
+
+    def _finish(self) -> None:
+        self._lease_stop.set()
+        signals.worker_shutdown.send(sender=self)
+        if self.broker is not None:
+            self.broker.close()
+        self.app.close()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "hostname": self.hostname,
+            "pool": self.pool.info() if self.pool else {},
+            "concurrency": self.concurrency,
+            "prefetch_count": self.concurrency * self.prefetch_multiplier,
+            "queues": list(self.queues),
+        }
+
+
+def _say(text: str) -> None:
+    # The real stdout: sys.stdout may be redirected into the log (worker_redirect_stdouts).
+    stream = sys.__stdout__ or sys.stdout
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _process_name() -> str:
+    import multiprocessing
+
+    return multiprocessing.current_process().name

@@ -1,0 +1,1 @@
+"""Pools: where tasks run (``prefork``, ``threads``, ``solo``)."""

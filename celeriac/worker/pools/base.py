@@ -1,0 +1,105 @@
+"""The pool interface: where tasks run (the worker's main process, threads or child processes)."""
+
+from __future__ import annotations
+
+import abc
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ...exceptions import SoftTimeLimitExceeded
+from ..execute import Outcome, execute
+
+if TYPE_CHECKING:
+    from ...app import Celery
+
+__all__ = ["Job", "Outcome", "Pool", "run_job"]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One task call handed to a pool; picklable, as it crosses the process boundary in prefork."""
+
+    task_name: str
+    task_id: str
+    request: dict[str, Any]  # the task.request fields (id, args, kwargs, retries, delivery_info, ...)
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+
+
+OnDone = Callable[[Outcome], None]
+
+
+class Pool(abc.ABC):
+    """Runs jobs with bounded concurrency.
+
+    ``submit`` never blocks: the caller checks ``free_slots()`` first. ``on_done``
+    is called exactly once per job, from a pool thread, with the outcome (also when
+    the process running it died: a ``WorkerLostError`` failure).
+    """
+
+    name: ClassVar[str]
+    # True when each job runs in this process's main thread (signals-based soft limits work).
+    runs_in_main_thread: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        app: Celery,
+        concurrency: int,
+        *,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+    ) -> None:
+        self.app = app
+        self.concurrency = max(1, concurrency)
+        self.max_tasks_per_child = max_tasks_per_child
+        self.max_memory_per_child = max_memory_per_child
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def submit(self, job: Job, on_done: OnDone) -> None: ...
+
+    @abc.abstractmethod
+    def free_slots(self) -> int: ...
+
+    @abc.abstractmethod
+    def stop(self, *, graceful: bool, timeout: float | None = None) -> None:
+        """Graceful: let running jobs finish. Otherwise stop them now (their on_done is not called)."""
+
+    def terminate_job(self, task_id: str, signum: int) -> bool:
+        return False
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "implementation": type(self).__module__ + ":" + type(self).__name__,
+            "max-concurrency": self.concurrency,
+        }
+
+    def pids(self) -> list[int]:
+        return []
+
+
+def _raise_soft_limit(signum: int, frame: Any) -> None:
+    raise SoftTimeLimitExceeded()
+
+
+def run_job(app: Celery, job: Job) -> Outcome:
+    """Execute ``job`` in this thread; arms the soft time limit when this is the main thread."""
+    from ...task import Context
+
+    task = app.tasks[job.task_name]
+    ctx = Context(**job.request)
+    armed = False
+    if job.soft_time_limit and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGALRM, _raise_soft_limit)
+        signal.setitimer(signal.ITIMER_REAL, job.soft_time_limit)
+        armed = True
+    try:
+        return execute(app, task, ctx)
+    finally:
+        if armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)

@@ -1,0 +1,357 @@
+"""Prefork pool: tasks run in child processes, one task per child at a time.
+
+Children are started up front (fork on Linux, spawn where fork isn't
+available), replaced when they exit or die, and recycled after
+``max_tasks_per_child`` tasks or when their peak RSS passes
+``max_memory_per_child`` KiB. Each child has its own pipe, so a child that dies
+mid-task loses only its own job, which is reported as ``WorkerLostError``; the
+parent enforces hard time limits by killing the child (``TimeLimitExceeded``),
+soft ones are raised inside the task by SIGALRM.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ... import signals, states
+from ...exceptions import TimeLimitExceeded, WorkerLostError
+from ..execute import ACK, REQUEUE, Outcome
+from .base import Job, OnDone, Pool, run_job
+
+if TYPE_CHECKING:
+    from ...app import Celery
+
+__all__ = ["PreforkPool"]
+
+logger = logging.getLogger("celeriac.worker")
+
+
+@dataclass(eq=False)
+class _Child:
+    index: int
+    process: Any  # multiprocessing.Process (BaseProcess)
+    conn: Connection
+    job: Job | None = None
+    on_done: OnDone | None = None
+    started: float = 0.0
+    deadline: float | None = None
+    exiting: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid or 0)
+
+
+def _child_main(
+    conn: Connection, app: Any, app_path: str | None, max_tasks: int | None, max_memory: int | None
+) -> None:
+    # The parent decides when to stop; a Ctrl-C in the terminal reaches the whole
+    # process group and must not kill tasks half-way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if app is None:
+        from ...cli.app_loader import find_app
+
+        app = find_app(app_path or "")
+    app.on_after_fork.send(sender=app)
+    signals.worker_process_init.send(sender=None)
+    done = 0
+    try:
+        while True:
+            try:
+                job = conn.recv()
+            except (EOFError, OSError):
+                break
+            if job is None:
+                break
+            try:
+                outcome = run_job(app, job)
+            except BaseException as exc:  # the task machinery itself failed
+                outcome = Outcome(
+                    job.task_id,
+                    job.task_name,
+                    states.FAILURE,
+                    0.0,
+                    ACK,
+                    exc_repr=repr(exc),
+                    exc_type=type(exc).__name__,
+                    stored=False,
+                )
+            conn.send(outcome.without_objects())
+            done += 1
+            if max_tasks and done >= max_tasks:
+                break
+            if max_memory and _peak_rss_kib() > max_memory:
+                break
+    finally:
+        signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+
+
+def _peak_rss_kib() -> int:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak / 1024) if sys.platform == "darwin" else int(peak)
+
+
+class PreforkPool(Pool):
+    name: ClassVar[str] = "prefork"
+
+    def __init__(self, app: Celery, concurrency: int, *, app_path: str | None = None, **kwargs: Any) -> None:
+        super().__init__(app, concurrency, **kwargs)
+        self.app_path = app_path
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        self._ctx = multiprocessing.get_context(method)
+        self._children: list[_Child] = []
+        self._lock = threading.Lock()
+        self._running = False
+        self._collector: threading.Thread | None = None
+        self._wakeup_r, self._wakeup_w = self._ctx.Pipe(duplex=False)
+
+    # -- life cycle -----------------------------------------------------------
+    def start(self) -> None:
+        # Create the backend before forking so children inherit a ready object instead of
+        # building one under a lock another thread may hold at fork time.
+        self.app.backend  # noqa: B018
+        self._running = True
+        with self._lock:
+            for index in range(1, self.concurrency + 1):
+                self._children.append(self._spawn(index))
+        self._collector = threading.Thread(target=self._collect, name="PoolCollector", daemon=True)
+        self._collector.start()
+
+    def _spawn(self, index: int) -> _Child:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        fork = self._ctx.get_start_method() == "fork"
+        process = self._ctx.Process(  # type: ignore[attr-defined]
+            target=_child_main,
+            args=(
+                child_conn,
+                self.app if fork else None,
+                self.app_path,
+                self.max_tasks_per_child,
+                self.max_memory_per_child,
+            ),
+            name=f"ForkPoolWorker-{index}",
+            daemon=True,
+        )
+        process.start()
+        child_conn.close()
+        return _Child(index=index, process=process, conn=parent_conn)
+
+    def stop(self, *, graceful: bool, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if graceful:
+            while deadline is None or time.monotonic() < deadline:
+                with self._lock:
+                    busy = [c for c in self._children if c.job is not None]
+                if not busy:
+                    break
+                time.sleep(0.02)
+        self._running = False
+        self._wake()
+        with self._lock:
+            children, self._children = self._children, []
+        for child in children:
+            if child.job is None and graceful:
+                try:
+                    child.conn.send(None)
+                except OSError:
+                    pass
+            else:
+                _kill(child.process, signal.SIGTERM)
+        end = time.monotonic() + (2.0 if graceful else 1.0)
+        for child in children:
+            child.process.join(max(0.0, end - time.monotonic()))
+            if child.process.is_alive():
+                _kill(child.process, signal.SIGKILL)
+                child.process.join(1.0)
+            child.conn.close()
+        if self._collector is not None:
+            self._collector.join(2.0)
+
+    # -- jobs -----------------------------------------------------------------
+    def free_slots(self) -> int:
+        with self._lock:
+            return sum(1 for c in self._children if c.job is None and not c.exiting and c.process.is_alive())
+
+    def submit(self, job: Job, on_done: OnDone) -> None:
+        with self._lock:
+            child = next((c for c in self._children if c.job is None and not c.exiting and c.process.is_alive()), None)
+            if child is None:
+                raise RuntimeError("no free process in the pool (check free_slots() before submit)")
+            child.job, child.on_done = job, on_done
+            child.started = time.monotonic()
+            child.deadline = child.started + job.time_limit if job.time_limit else None
+        try:
+            child.conn.send(job)
+        except OSError:
+            # The child died between free_slots() and now: the task never ran, so it goes back.
+            with self._lock:
+                child.job, child.on_done = None, None
+            on_done(Outcome(job.task_id, job.task_name, states.REJECTED, 0.0, REQUEUE))
+            return
+        except Exception as exc:
+            # Arguments that can't be pickled: the task can't run in a child, which is its failure.
+            with self._lock:
+                child.job, child.on_done = None, None
+            on_done(
+                Outcome(
+                    job.task_id,
+                    job.task_name,
+                    states.FAILURE,
+                    0.0,
+                    ACK,
+                    exc_repr=repr(exc),
+                    exc_type=type(exc).__name__,
+                    stored=False,
+                )
+            )
+            return
+        self._wake()
+
+    def terminate_job(self, task_id: str, signum: int) -> bool:
+        with self._lock:
+            child = next((c for c in self._children if c.job is not None and c.job.task_id == task_id), None)
+        if child is None:
+            return False
+        _kill(child.process, signum)
+        return True
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [c.pid for c in self._children]
+
+    def info(self) -> dict[str, Any]:
+        return {
+            **super().info(),
+            "processes": self.pids(),
+            "max-tasks-per-child": self.max_tasks_per_child or "N/A",
+        }
+
+    # -- the collector thread -------------------------------------------------------
+    def _wake(self) -> None:
+        try:
+            self._wakeup_w.send_bytes(b"x")
+        except OSError:
+            pass
+
+    def _collect(self) -> None:
+        while self._running:
+            with self._lock:
+                children = list(self._children)
+            by_conn = {c.conn: c for c in children}
+            by_sentinel = {c.process.sentinel: c for c in children}
+            timeout = self._next_deadline_in(children)
+            try:
+                ready = wait([self._wakeup_r, *by_conn, *by_sentinel], timeout=timeout)
+            except OSError:
+                continue
+            for obj in ready:
+                if obj is self._wakeup_r:
+                    while self._wakeup_r.poll():
+                        self._wakeup_r.recv_bytes()
+                elif obj in by_conn:
+                    self._receive(by_conn[obj])
+            for obj in ready:
+                if obj in by_sentinel:
+                    self._reap(by_sentinel[obj])
+            self._enforce_time_limits(children)
+
+    def _next_deadline_in(self, children: list[_Child]) -> float:
+        deadlines = [c.deadline for c in children if c.deadline is not None and c.job is not None]
+        if not deadlines:
+            return 1.0
+        return max(0.0, min(min(deadlines) - time.monotonic(), 1.0))
+
+    def _receive(self, child: _Child) -> None:
+        try:
+            outcome = child.conn.recv()
+        except (EOFError, OSError):
+            return  # the child died; its sentinel reports it
+        self._finish(child, outcome)
+
+    def _finish(self, child: _Child, outcome: Outcome) -> None:
+        with self._lock:
+            on_done, child.job, child.on_done, child.deadline = child.on_done, None, None, None
+        if on_done is not None:
+            try:
+                on_done(outcome)
+            except Exception:
+                logger.exception("error handling the outcome of task %s", outcome.task_id)
+
+    def _reap(self, child: _Child) -> None:
+        child.process.join(0.1)
+        if child.process.is_alive():
+            return
+        job = child.job
+        if job is not None:
+            code = child.process.exitcode
+            reason = _exit_reason(code)
+            if not child.extra.get("time_limit"):
+                logger.error("Process %r pid:%d exited with %s", child.process.name, child.pid, reason)
+            exc = child.extra.get("time_limit") or WorkerLostError(
+                f"Worker exited prematurely: {reason} Job: {child.index}."
+            )
+            self._finish(
+                child,
+                Outcome(
+                    job.task_id,
+                    job.task_name,
+                    states.FAILURE,
+                    time.monotonic() - child.started,
+                    ACK,
+                    exc_repr=repr(exc),
+                    exc_type=type(exc).__name__,
+                    stored=False,
+                ),
+            )
+        child.conn.close()
+        with self._lock:
+            if child in self._children:
+                index = self._children.index(child)
+                if self._running:
+                    self._children[index] = self._spawn(child.index)
+                else:
+                    del self._children[index]
+
+    def _enforce_time_limits(self, children: list[_Child]) -> None:
+        now = time.monotonic()
+        for child in children:
+            job = child.job
+            if job is None or child.deadline is None or now < child.deadline:
+                continue
+            logger.error("Hard time limit (%ss) exceeded for %s[%s]", job.time_limit, job.task_name, job.task_id)
+            child.extra["time_limit"] = TimeLimitExceeded(job.time_limit)
+            child.deadline = None
+            _kill(child.process, signal.SIGKILL)
+
+
+def _kill(process: Any, signum: int) -> None:
+    try:
+        if process.pid:
+            os.kill(process.pid, signum)
+    except (ProcessLookupError, OSError):
+        pass
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "unknown"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"signal {-code} ({name})"
+    return f"exitcode {code}"
