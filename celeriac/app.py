@@ -322,7 +322,7 @@ class Celery:
             return broker
         with self._lock:
             if self._broker is None or self._broker_pid != pid:
-                broker = create_broker(self.broker_url, self.conf.broker_transport_options)
+                broker = self.create_broker()
                 broker.open()
                 self._broker, self._broker_pid = broker, pid
             return self._broker
@@ -331,7 +331,12 @@ class Celery:
 
     def create_broker(self) -> Broker:
         """A new, unopened broker connection (the worker's consumer uses its own)."""
-        return create_broker(self.broker_url, self.conf.broker_transport_options)
+        options = {
+            "connect_timeout": float(self.conf.broker_connection_timeout),
+            "use_ssl": self.conf.broker_use_ssl,
+            **(self.conf.broker_transport_options or {}),
+        }
+        return create_broker(self.broker_url, options)
 
     @property
     def backend(self) -> ResultBackend:
@@ -521,17 +526,19 @@ class Celery:
             declare=[],
             retry_policy=self.conf.task_publish_retry_policy,
         )
-        broker = self.connection_for_write()
-        not_before = eta if broker.native_delay else None
         policy = self.conf.task_publish_retry_policy or {}
         retries_left = int(policy.get("max_retries", 3)) if self.conf.task_publish_retry else 0
         interval = float(policy.get("interval_start", 0))
+        # Retries never stretch a publish past the connection timeout: delay() fails fast.
+        deadline = time.monotonic() + float(self.conf.broker_connection_timeout or 4)
         while True:
             try:
+                broker = self.connection_for_write()
+                not_before = eta if broker.native_delay else None
                 broker.publish(envelope, exchange=exchange, routing_key=routing_key, not_before=not_before)
                 break
             except OperationalError:
-                if retries_left <= 0:
+                if retries_left <= 0 or time.monotonic() + interval >= deadline:
                     raise
                 retries_left -= 1
                 time.sleep(interval)

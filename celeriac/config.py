@@ -254,6 +254,10 @@ def _bool(key: str, value: Any) -> bool:
 def _number(key: str, value: Any, kind: type[int] | type[float]) -> int | float:
     if isinstance(value, bool):
         raise ImproperlyConfigured(f"{key}: expected a number, got {value!r}", key=key)
+    if isinstance(value, float) and kind is int:
+        if not value.is_integer():
+            raise ImproperlyConfigured(f"{key}: expected an integer, got {value!r}", key=key)
+        return int(value)
     if isinstance(value, (int, float)):
         return kind(value) if kind is float else value
     if isinstance(value, str):

@@ -15,6 +15,7 @@ whatever its docs say.
 
 from __future__ import annotations
 
+import itertools
 import os
 import reprlib
 import socket
@@ -24,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .brokers.base import Envelope
-from .exceptions import ContentDisallowed, DecodeError, InvalidTaskError
+from .exceptions import InvalidTaskError
 from .serialization import dumps, loads
 
 __all__ = ["TaskMessage", "decode", "encode", "parse_iso8601", "saferepr"]
@@ -55,7 +56,24 @@ _KNOWN_HEADERS = frozenset(
     }
 )
 
-_repr = reprlib.Repr()
+
+class _Repr(reprlib.Repr):
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        # reprlib sorts dict keys; kwargsrepr keeps the caller's order, as repr() and Celery do.
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        pieces = [
+            f"{self.repr1(key, level - 1)}: {self.repr1(value, level - 1)}"
+            for key, value in itertools.islice(x.items(), self.maxdict)
+        ]
+        if len(x) > self.maxdict:
+            pieces.append("...")
+        return "{" + ", ".join(pieces) + "}"
+
+
+_repr = _Repr()
 _repr.maxstring = 1024
 _repr.maxother = 1024
 _repr.maxlist = _repr.maxtuple = _repr.maxdict = 64
@@ -179,8 +197,10 @@ def encode(message: TaskMessage, serializer: str = "json") -> Envelope:
         "correlation_id": message.correlation_id or message.id,
         "reply_to": message.reply_to or "",
         "delivery_mode": message.delivery_mode,
-        "priority": message.priority if message.priority is not None else 0,
     }
+    if message.priority is not None:
+        # Left out when unset: each broker has its own meaning for "no priority".
+        properties["priority"] = message.priority
     return Envelope(
         body=body,
         headers=headers,
@@ -201,14 +221,17 @@ def decode(envelope: Envelope, accept: frozenset[str] | None) -> TaskMessage:
     headers = envelope.headers or {}
     if not isinstance(headers, Mapping):
         raise InvalidTaskError(f"message headers must be a mapping, got {type(headers).__name__}")
+    body = loads(envelope.body, envelope.content_type, envelope.content_encoding, accept)
     try:
-        body = loads(envelope.body, envelope.content_type, envelope.content_encoding, accept)
-    except (ContentDisallowed, DecodeError):
+        if "task" in headers:
+            return _decode_v2(headers, body, envelope.properties)
+        if isinstance(body, Mapping) and "task" in body:
+            return _decode_v1(body, envelope.properties)
+    except InvalidTaskError:
         raise
-    if "task" in headers:
-        return _decode_v2(headers, body, envelope.properties)
-    if isinstance(body, Mapping) and "task" in body:
-        return _decode_v1(body, envelope.properties)
+    except (TypeError, ValueError, AttributeError) as exc:
+        # e.g. retries="many": a malformed field is a malformed message.
+        raise InvalidTaskError(f"malformed task message: {exc}") from exc
     raise InvalidTaskError("message has no 'task' header (protocol 2) nor a task dict body (protocol 1)")
 
 

@@ -18,10 +18,14 @@ __all__ = [
     "after_setup_task_logger",
     "after_task_publish",
     "before_task_publish",
+    "beat_embedded_init",
     "beat_init",
     "celeryd_after_setup",
     "celeryd_init",
     "eventlet_pool_apply",
+    "eventlet_pool_postshutdown",
+    "eventlet_pool_preshutdown",
+    "eventlet_pool_started",
     "heartbeat_sent",
     "import_modules",
     "setup_logging",
@@ -36,6 +40,7 @@ __all__ = [
     "task_sent",
     "task_success",
     "task_unknown",
+    "worker_before_create_process",
     "worker_init",
     "worker_process_init",
     "worker_process_shutdown",
@@ -139,6 +144,7 @@ celeryd_init = Signal("celeryd_init")
 celeryd_after_setup = Signal("celeryd_after_setup")
 import_modules = Signal("import_modules")
 worker_init = Signal("worker_init")
+worker_before_create_process = Signal("worker_before_create_process")
 worker_process_init = Signal("worker_process_init")
 worker_process_shutdown = Signal("worker_process_shutdown")
 worker_ready = Signal("worker_ready")
@@ -149,4 +155,9 @@ setup_logging = Signal("setup_logging")
 after_setup_logger = Signal("after_setup_logger")
 after_setup_task_logger = Signal("after_setup_task_logger")
 beat_init = Signal("beat_init")
+beat_embedded_init = Signal("beat_embedded_init")
+# celeriac has no eventlet pool; these exist so code that imports or connects them keeps working.
+eventlet_pool_started = Signal("eventlet_pool_started")
+eventlet_pool_preshutdown = Signal("eventlet_pool_preshutdown")
+eventlet_pool_postshutdown = Signal("eventlet_pool_postshutdown")
 eventlet_pool_apply = Signal("eventlet_pool_apply")

@@ -21,7 +21,8 @@ UNREADY_STATES = frozenset({PENDING, RECEIVED, STARTED, REJECTED, RETRY})
 EXCEPTION_STATES = frozenset({RETRY, FAILURE, REVOKED})
 PROPAGATE_STATES = frozenset({FAILURE, REVOKED})
 
-ALL_STATES = frozenset({PENDING, RECEIVED, STARTED, SUCCESS, FAILURE, REVOKED, REJECTED, RETRY, IGNORED})
+# Celery's value: REJECTED and IGNORED are left out (they are event-only states).
+ALL_STATES = frozenset({PENDING, RECEIVED, STARTED, SUCCESS, FAILURE, REVOKED, RETRY})
 
 # Celery's ordering, used to decide whether a late state update may overwrite
 # an earlier one (a SUCCESS must never be replaced by a STARTED that arrives late).
@@ -33,6 +34,22 @@ _UNKNOWN_INDEX = PRECEDENCE.index(None)
 def precedence(state: str) -> int:
     """Lower is "more final"; unknown custom states sit between FAILURE and REVOKED."""
     return _PRECEDENCE_LOOKUP.get(state, _UNKNOWN_INDEX)
+
+
+class state(str):  # lower-case: Celery's public name
+    """A state name that compares by precedence: ``state(SUCCESS) > state(STARTED)`` (as Celery's)."""
+
+    def __gt__(self, other: str) -> bool:
+        return precedence(self) < precedence(other)
+
+    def __ge__(self, other: str) -> bool:
+        return precedence(self) <= precedence(other)
+
+    def __lt__(self, other: str) -> bool:
+        return precedence(self) > precedence(other)
+
+    def __le__(self, other: str) -> bool:
+        return precedence(self) >= precedence(other)
 
 
 __all__ = [
@@ -52,4 +69,5 @@ __all__ = [
     "SUCCESS",
     "UNREADY_STATES",
     "precedence",
+    "state",
 ]

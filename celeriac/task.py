@@ -243,6 +243,9 @@ class Task(Generic[P, R]):
         if self.typing:
             self.check_arguments(args or (), kwargs or {})
         app = self.app
+        if app.autofinalize and not app.finalized:
+            # Finalizing applies task_annotations; do it before this task's options are read.
+            app.finalize(auto=True)
         if app.conf.task_always_eager:
             options.pop("countdown", None)
             options.pop("eta", None)
@@ -303,6 +306,8 @@ class Task(Generic[P, R]):
         from .worker.execute import execute
 
         app = self.app
+        if app.autofinalize and not app.finalized:
+            app.finalize(auto=True)
         task_id = task_id or str(uuid.uuid4())
         throw = app.conf.task_eager_propagates if throw is None else throw
         parent = current_task_var.get()

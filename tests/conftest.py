@@ -30,7 +30,12 @@ class WorkerProcess:
 
     def start(self, ready_timeout: float = 30.0) -> WorkerProcess:
         self.proc = subprocess.Popen(
-            self.cmd, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            self.cmd,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,
         )
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
@@ -124,6 +129,7 @@ class Project:
         self.path = path
         self.db = path / "celeriac-test.db"
         self.broker_url = f"sqlite:///{self.db}"
+        self.result_backend: str | None = None  # None: the broker's default (the same SQLite file)
         self.workers: list[WorkerProcess] = []
         self.modules: set[str] = set()
 
@@ -141,33 +147,53 @@ class Project:
         env["PYTHONPATH"] = os.pathsep.join([str(self.path), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env["CELERIAC_BROKER_URL"] = self.broker_url
         env.pop("CELERIAC_RESULT_BACKEND", None)
+        if self.result_backend:
+            env["CELERIAC_RESULT_BACKEND"] = self.result_backend
         env["PYTHONUNBUFFERED"] = "1"
         env.update(extra)
         return env
 
-    def worker(self, app: str = "tasks", *args: str, env: dict[str, str] | None = None, start: bool = True,
-               ready_timeout: float = 30.0) -> WorkerProcess:
+    def worker(
+        self,
+        app: str = "tasks",
+        *args: str,
+        env: dict[str, str] | None = None,
+        start: bool = True,
+        ready_timeout: float = 30.0,
+    ) -> WorkerProcess:
         worker = WorkerProcess(self.path, app, ["-l", "info", *args], env or self.env())
         self.workers.append(worker)
         return worker.start(ready_timeout) if start else worker
 
-    def run(self, *args: str, input: str | None = None, timeout: float = 60.0,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, input: str | None = None, timeout: float = 60.0, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``celeriac <args>`` in the project directory."""
         return subprocess.run(
-            [sys.executable, "-m", "celeriac", *args], cwd=self.path, env=env or self.env(), input=input,
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "celeriac", *args],
+            cwd=self.path,
+            env=env or self.env(),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
-    def python(self, code: str, timeout: float = 60.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def python(
+        self, code: str, timeout: float = 60.0, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run a Python snippet in a fresh interpreter in the project directory."""
         return subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(code)], cwd=self.path, env=env or self.env(),
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-c", textwrap.dedent(code)],
+            cwd=self.path,
+            env=env or self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
 
-TASKS = '''
+TASKS = """
 from celeriac import Celery
 
 app = Celery("tasks")
@@ -181,7 +207,7 @@ def add(x, y):
 @app.task
 def div(x, y):
     return x / y
-'''
+"""
 
 
 @pytest.fixture

@@ -56,6 +56,7 @@ class Delivery:
     redelivered: bool = False
     exchange: str = ""
     routing_key: str = ""
+    raw: bytes | None = None  # the message as the broker stored it, where the broker needs it back
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +122,24 @@ class Broker(abc.ABC):
     def extend_leases(self, deliveries: Sequence[Delivery]) -> None:  # noqa: B027 - optional hook
         """Keep the leases of messages this consumer still holds (called periodically by the worker)."""
 
+    @property
+    def lease_renew_interval(self) -> float | None:
+        """How often the worker must call :meth:`extend_leases` (None: never)."""
+        return None
+
+    def defer(self, delivery: Delivery, not_before: datetime) -> bool:
+        """Hand a received message whose ETA is in the future back to the broker until then.
+
+        Returns False where the broker can't (the worker then holds the message itself).
+        """
+        return False
+
     def purge(self, queue: str) -> int:
         """Delete every waiting message of ``queue``; returns how many were deleted."""
         raise NotImplementedError(f"{type(self).__name__} can't purge queues")
 
     def queue_size(self, queue: str) -> int:
+        """How many messages wait in ``queue`` (ready or scheduled); those held by a consumer are not counted."""
         raise NotImplementedError(f"{type(self).__name__} can't count messages")
 
     def broadcast(self, exchange: str, envelope: Envelope) -> None:

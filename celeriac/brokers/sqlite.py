@@ -257,6 +257,18 @@ class SQLiteBroker(Broker):
                 (lease_until, self.consumer_id, *chunk),
             )
 
+    @property
+    def lease_renew_interval(self) -> float:
+        return max(0.1, self.visibility_timeout / 3)
+
+    def defer(self, delivery: Delivery, not_before: datetime) -> bool:
+        cursor = self.db.execute(
+            "UPDATE celeriac_messages SET ready = 0, owner = NULL, not_before = ?, deliveries = deliveries - 1"
+            " WHERE id = ? AND owner = ?",
+            (not_before.timestamp(), int(delivery.tag), self.consumer_id),
+        )
+        return cursor.rowcount == 1
+
     def purge(self, queue: str) -> int:
         # Messages held by a live consumer are not "waiting" and are left alone, as on RabbitMQ.
         cursor = self.db.execute(
@@ -266,7 +278,11 @@ class SQLiteBroker(Broker):
         return int(cursor.rowcount)
 
     def queue_size(self, queue: str) -> int:
-        row = self.db.execute("SELECT COUNT(*) FROM celeriac_messages WHERE queue = ?", (queue,)).fetchone()
+        # Waiting messages only (ready or scheduled), as purge() and the other brokers count:
+        # one held by a consumer is in flight, not in the queue.
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM celeriac_messages WHERE queue = ? AND owner IS NULL", (queue,)
+        ).fetchone()
         return int(row[0])
 
     def dead_letters(self, queue: str | None = None) -> list[dict[str, Any]]:

@@ -25,6 +25,12 @@ def _is_app(obj: Any) -> bool:
     return isinstance(obj, Celery)
 
 
+def _is_task(obj: Any) -> bool:
+    from ..task import Task
+
+    return isinstance(obj, Task)
+
+
 def _import(name: str) -> ModuleType | None:
     """Import ``name``; None if that module doesn't exist (errors inside it are reported)."""
     try:
@@ -41,8 +47,9 @@ def _one_line(exc: BaseException) -> str:
     where = ""
     frames = traceback.extract_tb(exc.__traceback__)
     if isinstance(exc, SyntaxError) and exc.filename:
-        where = f" ({exc.filename}, line {exc.lineno})"
-    elif frames:
+        # str(SyntaxError) already ends with "(file, line N)"; say it once, with the full path.
+        return f"{type(exc).__name__}: {exc.msg} ({exc.filename}, line {exc.lineno})"
+    if frames:
         last = frames[-1]
         where = f" ({last.filename}, line {last.lineno})"
     return f"{type(exc).__name__}: {exc}{where}"
@@ -95,8 +102,11 @@ def _app_from_attribute(module: ModuleType, module_name: str, attr: str, spec: s
             raise AppNotFound(f"Module {module_name!r} has no attribute {attr!r}.")
     if _is_app(obj):
         return obj  # type: ignore[no-any-return]
-    if callable(obj):  # an app factory
-        made = obj()
+    if callable(obj) and not _is_task(obj):  # an app factory
+        try:
+            made = obj()
+        except Exception as exc:
+            raise AppNotFound(f"Calling the app factory {spec!r} failed: {_one_line(exc)}") from None
         if _is_app(made):
             return made  # type: ignore[no-any-return]
     raise AppNotFound(f"{spec!r} is not a Celery application (got {type(obj).__name__}).")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pprint
+import sys
 
 import click
 
-from .base import CLIContext, app_option, pass_cli
+from .base import EX_FAILURE, CLIContext, app_option, pass_cli
 
 __all__ = ["result"]
 
@@ -21,9 +22,15 @@ __all__ = ["result"]
 def result(cli: CLIContext, task_id: str, task: str | None, traceback: bool, timeout: float | None) -> None:
     """Wait for task TASK_ID and print its result (or traceback)."""
     app = cli.app
+    if task and task not in app.tasks:
+        raise click.BadParameter(f"no task named {task!r} is registered", param_hint="'-t' / '--task'")
     res = app.tasks[task].AsyncResult(task_id) if task else app.AsyncResult(task_id)
     if traceback:
         value = res.traceback
     else:
-        value = res.get(timeout=timeout, propagate=False)
+        try:
+            value = res.get(timeout=timeout, propagate=False)
+        except TimeoutError as exc:  # celeriac.exceptions.TimeoutError subclasses it
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EX_FAILURE)
     click.echo(value if isinstance(value, str) else pprint.pformat(value))

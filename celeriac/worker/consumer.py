@@ -65,6 +65,9 @@ The message headers:
 The delivery info for this task is:
 %s"""
 
+# An ETA closer than this is kept by the worker: handing it back would cost more than it saves.
+DEFER_AFTER = 1.0
+
 INVALID_MESSAGE = """\
 Received invalid task message: %s
 The message has been dead-lettered (kept by the broker, not executed).
@@ -101,6 +104,7 @@ class Consumer:
         self._slot_freed = threading.Event()
         self._stop = threading.Event()
         self._stopping_cold = False
+        self._failures = 0  # consecutive broker errors, for the reconnect backoff
 
     # -- the loop ----------------------------------------------------------------
     def run(self) -> None:
@@ -113,9 +117,14 @@ class Consumer:
                 try:
                     deliveries = self.broker.get(self.queues, max_messages=room, timeout=timeout)
                 except Exception as exc:
-                    logger.error("consumer: broker error: %s; retrying in 1s", exc)
-                    self._stop.wait(1.0)
+                    self._failures += 1
+                    backoff = min(10.0, 0.5 * 2 ** (self._failures - 1))
+                    logger.error("consumer: Cannot reach the broker: %s. Trying again in %.1f seconds...", exc, backoff)
+                    self._stop.wait(backoff)
                     continue
+                if self._failures:
+                    logger.info("consumer: Connected to the broker again; resuming")
+                    self._failures = 0
                 for delivery in deliveries:
                     self._on_delivery(delivery)
                 if deliveries or not waiting:
@@ -148,6 +157,14 @@ class Consumer:
     # -- receiving -------------------------------------------------------------------
     def _on_delivery(self, delivery: Delivery) -> None:
         try:
+            self._receive(delivery)
+        except Exception as exc:
+            # Whatever a message contains, it must not take the worker down with it.
+            logger.exception("error while receiving a message")
+            self._dead_letter(delivery, f"error while receiving: {exc!r}")
+
+    def _receive(self, delivery: Delivery) -> None:
+        try:
             message = decode(delivery.envelope, self.accept)
         except ContentDisallowed as exc:
             self._dead_letter(delivery, f"content type not accepted: {exc}")
@@ -167,7 +184,15 @@ class Consumer:
             self._discard_revoked(request, "revoked")
             return
         eta = request.eta()
-        if eta is not None and eta > datetime.now(timezone.utc):
+        now = datetime.now(timezone.utc)
+        if eta is not None and eta > now:
+            if (eta - now).total_seconds() > DEFER_AFTER and self.broker.defer(delivery, eta):
+                # Parked in the broker until due: it costs this worker nothing meanwhile.
+                logger.info(
+                    "Task %s[%s] scheduled for %s (kept by the broker)", request.name, request.id, eta.isoformat()
+                )
+                self.state.reserved.pop(request.id, None)
+                return
             self._schedule(request, eta.timestamp())
         else:
             self._admit(request)
@@ -263,7 +288,15 @@ class Consumer:
         with self._lock:
             self.state.reserved.pop(request.id, None)
             self.state.active[request.id] = request
-        self.pool.submit(request.job(), partial(self._on_done, request))
+        try:
+            self.pool.submit(request.job(), partial(self._on_done, request))
+        except RuntimeError as exc:
+            # The pool lost the slot it had announced (a process died just now): try again shortly.
+            logger.debug("pool refused %s[%s]: %s", request.name, request.id, exc)
+            with self._lock:
+                self.state.active.pop(request.id, None)
+                self.state.reserved[request.id] = request
+                self._ready.appendleft(request)
 
     # -- outcomes ------------------------------------------------------------------------
     def _on_done(self, request: Request, outcome: Outcome) -> None:

@@ -224,10 +224,10 @@ class WorkController:
         return broker
 
     def _start_lease_keeper(self) -> None:
-        interval = getattr(self.broker, "visibility_timeout", None)
-        if not interval:
+        assert self.broker is not None
+        period = self.broker.lease_renew_interval
+        if not period:
             return
-        period = max(0.5, float(interval) / 3)
 
         def keep() -> None:
             while not self._lease_stop.wait(period):

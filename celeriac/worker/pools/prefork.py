@@ -131,6 +131,7 @@ class PreforkPool(Pool):
         self._collector.start()
 
     def _spawn(self, index: int) -> _Child:
+        signals.worker_before_create_process.send(sender=self)
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         fork = self._ctx.get_start_method() == "fork"
         process = self._ctx.Process(  # type: ignore[attr-defined]

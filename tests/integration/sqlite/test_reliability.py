@@ -12,7 +12,7 @@ from celeriac.brokers.base import Envelope
 from celeriac.brokers.sqlite import SQLiteBroker
 from tests.conftest import Project
 
-GATED = '''
+GATED = """
 import os, time
 from celeriac import Celery
 
@@ -31,7 +31,7 @@ def double(i):
 @app.task
 def add(x, y):
     return x + y
-'''
+"""
 
 
 def test_sigkilled_worker_loses_nothing(project: Project) -> None:
@@ -56,7 +56,7 @@ def test_sigkilled_worker_loses_nothing(project: Project) -> None:
     assert SQLiteBroker(project.broker_url).queue_size("celery") == 0
 
 
-CLIENT = '''
+CLIENT = """
 import sys
 from tasks import record
 n, offset = int(sys.argv[1]), int(sys.argv[2])
@@ -64,9 +64,9 @@ results = [record.delay(offset + i) for i in range(n)]
 values = [r.get(timeout=240) for r in results]
 assert values == [offset + i for i in range(n)], "wrong results"
 print("ok", len(values))
-'''
+"""
 
-RECORDING = '''
+RECORDING = """
 import os
 from celeriac import Celery
 
@@ -80,7 +80,7 @@ def record(self, i):
     with open(os.path.join(RUNS, self.request.id), "x") as fh:
         fh.write(str(i))
     return i
-'''
+"""
 
 
 def test_four_clients_two_workers_each_task_runs_once(project: Project) -> None:
@@ -89,8 +89,14 @@ def test_four_clients_two_workers_each_task_runs_once(project: Project) -> None:
     (project.path / "runs").mkdir()
     workers = [project.worker("tasks", "-c", "2", "-n", f"w{i}@%h") for i in range(2)]
     clients = [
-        subprocess.Popen([sys.executable, "client.py", "500", str(k * 500)], cwd=project.path, env=project.env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "client.py", "500", str(k * 500)],
+            cwd=project.path,
+            env=project.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for k in range(4)
     ]
     for client in clients:
@@ -108,8 +114,13 @@ def test_four_clients_two_workers_each_task_runs_once(project: Project) -> None:
 
 
 def _envelope(body: bytes, headers: dict[str, object], content_type: str = "application/json") -> Envelope:
-    return Envelope(body=body, headers=headers, properties={"delivery_mode": 2, "priority": 0},
-                    content_type=content_type, content_encoding="utf-8")
+    return Envelope(
+        body=body,
+        headers=headers,
+        properties={"delivery_mode": 2, "priority": 0},
+        content_type=content_type,
+        content_encoding="utf-8",
+    )
 
 
 def test_poisoned_messages_are_dead_lettered_and_the_worker_carries_on(project: Project) -> None:
@@ -118,11 +129,19 @@ def test_poisoned_messages_are_dead_lettered_and_the_worker_carries_on(project: 
     broker = SQLiteBroker(project.broker_url)
     good_body = json.dumps([[1, 2], {}, {}]).encode()
     broker.publish(_envelope(b"{not json", {"task": "tasks.add", "id": "bad-json"}), exchange="", routing_key="celery")
-    broker.publish(_envelope(good_body, {"task": "tasks.nope", "id": "unknown-task"}), exchange="", routing_key="celery")
-    broker.publish(_envelope(b"\x80\x04K\x01.", {"task": "tasks.add", "id": "pickled"},
-                             "application/x-python-serialize"), exchange="", routing_key="celery")
-    broker.publish(_envelope(json.dumps({"a": 1}).encode(), {"task": "tasks.add", "id": "not-a-call"}),
-                   exchange="", routing_key="celery")
+    broker.publish(
+        _envelope(good_body, {"task": "tasks.nope", "id": "unknown-task"}), exchange="", routing_key="celery"
+    )
+    broker.publish(
+        _envelope(b"\x80\x04K\x01.", {"task": "tasks.add", "id": "pickled"}, "application/x-python-serialize"),
+        exchange="",
+        routing_key="celery",
+    )
+    broker.publish(
+        _envelope(json.dumps({"a": 1}).encode(), {"task": "tasks.add", "id": "not-a-call"}),
+        exchange="",
+        routing_key="celery",
+    )
     broker.publish(_envelope(good_body, {"task": "tasks.add", "id": "fine"}), exchange="", routing_key="celery")
 
     worker = project.worker("tasks", "-c", "1")
@@ -184,7 +203,9 @@ def test_cold_shutdown_requeues_the_running_task(project: Project) -> None:
 
 
 def test_killed_pool_process_is_reported_and_replaced(project: Project) -> None:
-    project.write("tasks.py", '''
+    project.write(
+        "tasks.py",
+        """
         import os, signal
         from celeriac import Celery
         app = Celery("tasks")
@@ -196,7 +217,8 @@ def test_killed_pool_process_is_reported_and_replaced(project: Project) -> None:
         @app.task
         def add(x, y):
             return x + y
-    ''')
+    """,
+    )
     from tasks import add, die  # type: ignore[import-not-found]
 
     worker = project.worker("tasks", "-c", "1")

@@ -10,7 +10,7 @@ from celeriac.brokers.sqlite import SQLiteBroker
 from celeriac.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 from tests.conftest import Project
 
-FEATURES = '''
+FEATURES = """
 import os, time
 from celeriac import Celery
 from celeriac.exceptions import SoftTimeLimitExceeded
@@ -80,7 +80,7 @@ def on_error(task_id):
 @app.task
 def boom():
     raise RuntimeError("boom")
-'''
+"""
 
 
 @pytest.fixture

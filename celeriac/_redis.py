@@ -1,0 +1,160 @@
+"""Redis connections from Celery-style URLs, shared by the Redis broker and result backend.
+
+URL forms::
+
+    redis://[[user]:password@]host[:port][/db]
+    rediss://...?ssl_cert_reqs=required|optional|none     (TLS; or broker_use_ssl / redis_backend_use_ssl)
+    redis+socket:///path/to/redis.sock[?virtual_host=db]  (also unix:///path)
+    sentinel://[:password@]host:26379[/db];sentinel://host2:26379   with options {'master_name': 'mymaster'}
+
+One ``ConnectionPool`` per process and URL; redis-py pools notice a fork and
+reconnect in the child, so prefork children never share a socket with the parent.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis
+import redis.exceptions
+
+from .exceptions import ImproperlyConfigured, OperationalError
+
+__all__ = ["client_from_url", "connection_errors", "redis_error"]
+
+connection_errors: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    OSError,
+)
+
+_SSL_REQS = {
+    "required": ssl.CERT_REQUIRED,
+    "optional": ssl.CERT_OPTIONAL,
+    "none": ssl.CERT_NONE,
+    "CERT_REQUIRED": ssl.CERT_REQUIRED,
+    "CERT_OPTIONAL": ssl.CERT_OPTIONAL,
+    "CERT_NONE": ssl.CERT_NONE,
+}
+
+_clients: dict[tuple[int, str, str], redis.Redis] = {}
+_lock = threading.Lock()
+
+
+def redis_error(exc: BaseException, url: str, action: str) -> OperationalError:
+    from .config import mask_url
+
+    return OperationalError(f"Redis error while {action} ({mask_url(url)}): {exc}", url=mask_url(url))
+
+
+def _ssl_kwargs(query: Mapping[str, str], use_ssl: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"ssl": True}
+    reqs = query.get("ssl_cert_reqs")
+    if reqs is not None:
+        if reqs not in _SSL_REQS:
+            raise ImproperlyConfigured(f"ssl_cert_reqs must be required, optional or none, got {reqs!r}")
+        kwargs["ssl_cert_reqs"] = _SSL_REQS[reqs]
+    for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        if key in query:
+            kwargs[key] = query[key]
+    if isinstance(use_ssl, Mapping):
+        for key, value in use_ssl.items():
+            kwargs[key if key.startswith("ssl_") else f"ssl_{key}"] = value
+    return kwargs
+
+
+def connection_kwargs(url: str, options: Mapping[str, Any], *, timeout: float, use_ssl: Any = None) -> dict[str, Any]:
+    """redis-py keyword arguments for ``url`` (not for sentinel URLs)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    query = dict(parse_qsl(parts.query))
+    kwargs: dict[str, Any] = {
+        "socket_connect_timeout": float(options.get("socket_connect_timeout", timeout)),
+        "socket_timeout": options.get("socket_timeout"),
+        "socket_keepalive": bool(options.get("socket_keepalive", True)),
+        "health_check_interval": float(options.get("health_check_interval", 25)),
+        "retry_on_timeout": False,
+    }
+    if options.get("max_connections"):
+        kwargs["max_connections"] = int(options["max_connections"])
+    if parts.password:
+        kwargs["password"] = unquote(parts.password)
+    if parts.username:
+        kwargs["username"] = unquote(parts.username)
+    if scheme in ("redis+socket", "unix", "socket"):
+        kwargs["unix_socket_path"] = parts.path
+        kwargs["db"] = int(query.get("virtual_host") or query.get("db") or 0)
+        kwargs.pop("socket_keepalive")
+        return kwargs
+    kwargs["host"] = parts.hostname or "localhost"
+    kwargs["port"] = parts.port or 6379
+    db = parts.path.strip("/") or query.get("db") or query.get("virtual_host") or "0"
+    try:
+        kwargs["db"] = int(db)
+    except ValueError:
+        raise ImproperlyConfigured(f"Redis database in {url!r} must be a number, got {db!r}") from None
+    if scheme == "rediss" or use_ssl:
+        kwargs.update(_ssl_kwargs(query, use_ssl))
+    return kwargs
+
+
+def client_from_url(
+    url: str, options: Mapping[str, Any] | None = None, *, timeout: float = 4.0, use_ssl: Any = None
+) -> redis.Redis:
+    """A shared client for ``url`` in this process (one connection pool per process and URL)."""
+    options = options or {}
+    key = (os.getpid(), url, repr(sorted((k, repr(v)) for k, v in options.items())) + repr(use_ssl))
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _make_client(url, options, timeout=timeout, use_ssl=use_ssl)
+            _clients[key] = client
+        return client
+
+
+def _make_client(url: str, options: Mapping[str, Any], *, timeout: float, use_ssl: Any) -> redis.Redis:
+    if url.lower().startswith("sentinel://"):
+        return _sentinel_client(url, options, timeout=timeout, use_ssl=use_ssl)
+    kwargs = connection_kwargs(url, options, timeout=timeout, use_ssl=use_ssl)
+    if "unix_socket_path" in kwargs:
+        pool = redis.ConnectionPool(connection_class=redis.UnixDomainSocketConnection, **kwargs)
+    elif kwargs.pop("ssl", False):
+        pool = redis.ConnectionPool(connection_class=redis.SSLConnection, **kwargs)
+    else:
+        pool = redis.ConnectionPool(**kwargs)
+    return redis.Redis(connection_pool=pool)
+
+
+def _sentinel_client(url: str, options: Mapping[str, Any], *, timeout: float, use_ssl: Any) -> redis.Redis:
+    from redis.sentinel import Sentinel
+
+    master = options.get("master_name")
+    if not master:
+        raise ImproperlyConfigured(
+            "sentinel:// needs broker_transport_options={'master_name': '...'} (or result_backend_transport_options)"
+        )
+    hosts: list[tuple[str, int]] = []
+    password = None
+    db = 0
+    for part in url.split(";"):
+        parts = urlsplit(part.strip())
+        hosts.append((parts.hostname or "localhost", parts.port or 26379))
+        password = password or (unquote(parts.password) if parts.password else None)
+        if parts.path.strip("/"):
+            db = int(parts.path.strip("/"))
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        hosts,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        sentinel_kwargs=dict(options.get("sentinel_kwargs") or {}),
+    )
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        str(master), password=password, db=db, socket_connect_timeout=timeout
+    )
+    return client

@@ -1,0 +1,123 @@
+"""Redis result backend, compatible with Celery's.
+
+URL: ``redis://[:password@]host:6379/0`` (and ``rediss://``, ``redis+socket://``, ``sentinel://``).
+
+Layout: ``celery-task-meta-<task id>`` holds the JSON meta (with ``result_expires`` as
+TTL) and every state change is also PUBLISHed on a channel of the same name, so
+a Celery client can read a celeriac result and back. ``get()`` subscribes to that
+channel and waits for the message (no polling), then unsubscribes: nothing is
+left subscribed once the result is in, however many results a process reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis
+import redis.exceptions
+
+from .._redis import client_from_url, connection_errors, redis_error
+from ..exceptions import TimeoutError
+from .base import KeyValueBackend, ResultMeta
+
+if TYPE_CHECKING:
+    from ..app import Celery
+
+__all__ = ["RedisBackend"]
+
+
+class RedisBackend(KeyValueBackend):
+    supports_native_join = True
+
+    def __init__(self, url: str = "", options: Mapping[str, Any] | None = None, *, app: Celery | None = None) -> None:
+        super().__init__(url, options, app=app)
+        opts = {k: v for k, v in (options or {}).items() if k not in ("global_keyprefix",)}
+        conf = app.conf if app is not None else None
+        self._timeout = float(conf.redis_socket_connect_timeout or conf.broker_connection_timeout) if conf else 4.0
+        if conf is not None and conf.redis_max_connections:
+            opts.setdefault("max_connections", conf.redis_max_connections)
+        self._options = opts
+        self._use_ssl = conf.redis_backend_use_ssl if conf is not None else None
+        self._client: redis.Redis | None = None
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = client_from_url(self.url, self._options, timeout=self._timeout, use_ssl=self._use_ssl)
+        return self._client
+
+    def _run(self, action: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except connection_errors + (redis.exceptions.RedisError,) as exc:
+            raise redis_error(exc, self.url, action) from exc
+
+    def _get(self, key: str) -> bytes | None:
+        value: bytes | None = self._run("reading a result", self.client.get, key)
+        return value
+
+    def _mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        values: list[bytes | None] = self._run("reading results", self.client.mget, list(keys))
+        return values
+
+    def _set(self, key: str, value: bytes, ttl: float | None) -> None:
+        with self.client.pipeline(transaction=False) as pipe:
+            if ttl:
+                pipe.setex(key, max(1, int(ttl)), value)
+            else:
+                pipe.set(key, value)
+            pipe.publish(key, value)
+            self._run("storing a result", pipe.execute)
+
+    def _delete(self, key: str) -> None:
+        self._run("forgetting a result", self.client.delete, key)
+
+    def _incr(self, key: str, ttl: float | None) -> int:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            if ttl:
+                pipe.expire(key, max(1, int(ttl)))
+            value = self._run("counting", pipe.execute)[0]
+        return int(value)
+
+    def wait_for(self, task_id: str, *, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
+        meta = self.get_meta(task_id)
+        if meta.ready:
+            return meta
+        deadline = None if timeout is None else time.monotonic() + timeout
+        channel = self.task_key(task_id)
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        try:
+            self._run("subscribing", pubsub.subscribe, channel)
+            # The result may have been stored between the first read and the subscription.
+            meta = self.get_meta(task_id)
+            while not meta.ready:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
+                wait = 1.0 if remaining is None else min(1.0, remaining)
+                try:
+                    message = pubsub.get_message(timeout=wait)
+                except connection_errors:
+                    # The connection dropped: resubscribe and read the key, so nothing published meanwhile is missed.
+                    pubsub.reset()
+                    self._run("subscribing", pubsub.subscribe, channel)
+                    meta = self.get_meta(task_id)
+                    continue
+                if message and message.get("type") == "message":
+                    meta = self.decode_meta(message["data"], task_id)
+            return meta
+        finally:
+            try:
+                pubsub.unsubscribe()
+            except connection_errors:
+                pass
+            pubsub.close()
+
+    def cleanup(self) -> int:
+        """Redis expires results itself (``result_expires``); nothing to do."""
+        return 0

@@ -1,0 +1,531 @@
+"""Redis broker, laid out exactly as kombu's Redis transport, so Celery and celeriac share queues.
+
+URL: ``redis://[:password@]host:6379/0``, ``rediss://`` (TLS), ``redis+socket:///path``,
+``sentinel://host:26379;sentinel://host2:26379`` (with ``master_name``); see ``celeriac._redis``.
+
+Capabilities: fanout (PUBLISH), priorities, broker-side ETA (parked in a sorted set),
+leases that live workers keep, dead-lettering.
+
+Wire layout (kombu's):
+
+* a queue is a list; producers ``LPUSH``, consumers pop from the right. Priorities use
+  extra lists ``<queue>\\x06\\x16<step>`` (steps 0, 3, 6, 9), read in that order;
+* each item is JSON ``{body (base64), content-encoding, content-type, headers,
+  properties: {correlation_id, reply_to, delivery_mode, delivery_info, priority,
+  body_encoding, delivery_tag}}``;
+* a message being processed is in the ``unacked`` hash (``[payload, exchange, routing_key]``)
+  and the ``unacked_index`` sorted set (scored by time); bindings are ``_kombu.binding.<exchange>``.
+
+Where celeriac differs from kombu, and why:
+
+* taking a message and recording it as unacked is one step (a Lua script), so a worker
+  killed in between can't lose it;
+* a live celeriac worker refreshes the ``unacked_index`` scores of what it holds, so neither
+  Celery's nor celeriac's visibility-timeout restore hands a long task to a second worker;
+  a dead celeriac worker's messages are restored as soon as its heartbeat (in
+  ``celeriac.consumers``) is stale, instead of after ``visibility_timeout``;
+* a message received with an ETA in the future is parked in ``celeriac.delayed`` (a sorted
+  set) until due, not kept in worker memory;
+* ``reject(requeue=False)`` and malformed items are kept in the ``celeriac.deadletter`` list.
+
+Priorities: with ``priority_order='celeriac'`` (default) a higher number is more urgent,
+as on RabbitMQ: priority ``p`` is stored at kombu priority ``9 - p``, so Celery workers on
+the same queues agree. ``priority_order='celery'`` keeps Celery's Redis meaning (0 is most
+urgent). Either way a message sent without a priority goes to the queue's main list, where
+Celery puts its own: in a mixed fleet, plain messages from both sides are served in turn.
+
+Transport options: ``visibility_timeout`` (3600), ``queue_order_strategy``
+(``round_robin`` | ``priority`` | ``sorted``), ``global_keyprefix``, ``sep``,
+``priority_steps``, ``priority_order``, ``consumer_timeout`` (30: seconds without a heartbeat
+after which a celeriac consumer is presumed dead), plus redis-py connection options.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import uuid
+from bisect import bisect
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import redis
+import redis.exceptions
+
+from .._redis import client_from_url, connection_errors, redis_error
+from ..exceptions import BrokerUnavailable, ImproperlyConfigured
+from .base import Broker, Delivery, Envelope, QueueSpec
+
+__all__ = ["RedisBroker"]
+
+UNACKED = "unacked"
+UNACKED_INDEX = "unacked_index"
+UNACKED_MUTEX = "unacked_mutex"
+UNACKED_MUTEX_EXPIRE = 300
+BINDING = "_kombu.binding.%s"
+OWNERS = "celeriac.unacked.owner"
+CONSUMERS = "celeriac.consumers"
+DELAYED = "celeriac.delayed"
+DELAYED_PAYLOADS = "celeriac.delayed.payloads"
+DELAYED_TARGETS = "celeriac.delayed.targets"
+DEADLETTER = "celeriac.deadletter"
+DEFAULT_SEP = "\x06\x16"
+DEFAULT_STEPS = (0, 3, 6, 9)
+
+_SCRIPTS = Path(__file__).with_name("redis_scripts")
+_PROPERTY_ORDER = ("correlation_id", "reply_to", "delivery_mode")
+
+
+def _script(name: str) -> str:
+    return (_SCRIPTS / f"{name}.lua").read_text()
+
+
+class RedisBroker(Broker):
+    scheme: ClassVar[str] = "redis"
+    supports_fanout: ClassVar[bool] = True
+    supports_priority: ClassVar[bool] = True
+    native_delay: ClassVar[bool] = False  # clients publish ETA messages as Celery does; workers park them
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(url, options)
+        opts = dict(options or {})
+        self.visibility_timeout = float(opts.pop("visibility_timeout", 3600))
+        self.queue_order_strategy = str(opts.pop("queue_order_strategy", "round_robin"))
+        if self.queue_order_strategy not in ("round_robin", "priority", "sorted"):
+            raise ImproperlyConfigured(
+                "broker_transport_options: queue_order_strategy must be round_robin, priority or sorted",
+                key="broker_transport_options",
+            )
+        self.prefix = str(opts.pop("global_keyprefix", "") or "")
+        self.sep = str(opts.pop("sep", DEFAULT_SEP))
+        self.priority_steps = tuple(sorted(int(s) for s in opts.pop("priority_steps", DEFAULT_STEPS)))
+        self.priority_order = str(opts.pop("priority_order", "celeriac"))
+        if self.priority_order not in ("celeriac", "celery"):
+            raise ImproperlyConfigured(
+                "broker_transport_options: priority_order must be 'celeriac' (9 is most urgent) or 'celery' "
+                "(0 is most urgent, Celery's Redis order)",
+                key="broker_transport_options",
+            )
+        self.consumer_timeout = float(opts.pop("consumer_timeout", 30.0))
+        self.connect_timeout = float(opts.pop("connect_timeout", 4.0))
+        self.use_ssl = opts.pop("use_ssl", None)
+        opts.pop("polling_interval", None)
+        self._redis_options = opts
+        self.consumer_id = f"{uuid.uuid4().hex}@{os.getpid()}"
+        self._client: redis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+        self._rotation = 0
+        self._next_maintenance = 0.0
+        self._next_due_check = 0.0
+        self._bound: set[tuple[str, str, str]] = set()
+
+    # -- connection ----------------------------------------------------------
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = client_from_url(
+                self.url, self._redis_options, timeout=self.connect_timeout, use_ssl=self.use_ssl
+            )
+            for name in ("claim", "record", "defer", "due"):
+                self._scripts[name] = self._client.register_script(_script(name))
+        return self._client
+
+    def open(self) -> None:
+        try:
+            self.client.ping()
+        except connection_errors as exc:
+            raise BrokerUnavailable(str(redis_error(exc, self.url, "connecting")), url=self.url) from exc
+        except redis.exceptions.RedisError as exc:
+            raise redis_error(exc, self.url, "connecting") from exc
+
+    def close(self) -> None:
+        self._client = None  # the pool is shared per process; connections return to it
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except connection_errors as exc:
+            raise redis_error(exc, self.url, action) from exc
+        except redis.exceptions.RedisError as exc:
+            raise redis_error(exc, self.url, action) from exc
+
+    # -- keys --------------------------------------------------------------
+    def _step(self, priority: int) -> int:
+        return self.priority_steps[max(0, bisect(self.priority_steps, priority) - 1)]
+
+    def queue_key(self, queue: str, kombu_priority: int = 0) -> str:
+        step = self._step(kombu_priority)
+        return self.key(f"{queue}{self.sep}{step}" if step else queue)
+
+    def _queue_keys(self, queue: str) -> list[str]:
+        return [self.queue_key(queue, step) for step in self.priority_steps]
+
+    def _ordered_keys(self, queues: Sequence[str]) -> list[str]:
+        if self.queue_order_strategy == "sorted":
+            queues = sorted(queues)
+        elif self.queue_order_strategy == "round_robin" and len(queues) > 1:
+            start = self._rotation % len(queues)
+            queues = list(queues[start:]) + list(queues[:start])
+            self._rotation += 1
+        # kombu's order: every queue's most urgent list first, then the next step, ...
+        return [self.queue_key(q, step) for step in self.priority_steps for q in queues]
+
+    def _queue_of_key(self, key: str) -> str:
+        name = key[len(self.prefix) :] if self.prefix and key.startswith(self.prefix) else key
+        return name.rsplit(self.sep, 1)[0] if self.sep in name else name
+
+    def kombu_priority(self, priority: int | None) -> int:
+        """The priority as stored (kombu's: 0 is read first). No priority is 0, as Celery sends it."""
+        if priority is None:
+            return 0
+        value = max(0, min(9, int(priority)))
+        return 9 - value if self.priority_order == "celeriac" else value
+
+    # -- declaring ---------------------------------------------------------
+    def declare_queue(self, spec: QueueSpec) -> None:
+        # As Celery declares it: a direct exchange named after the queue, bound with the queue name.
+        exchange = spec.exchange or spec.name
+        routing_key = spec.routing_key or spec.name
+        member = (exchange, routing_key, spec.name)
+        if member in self._bound:
+            return
+        self._call(
+            "declaring a queue",
+            self.client.sadd,
+            self.key(BINDING % exchange),
+            self.sep.join([routing_key, "", spec.name]),
+        )
+        self._bound.add(member)
+
+    # -- publishing --------------------------------------------------------
+    def _payload(self, envelope: Envelope, exchange: str, routing_key: str, kombu_priority: int) -> dict[str, Any]:
+        props = dict(envelope.properties)
+        properties: dict[str, Any] = {key: props.pop(key) for key in _PROPERTY_ORDER if key in props}
+        properties["delivery_info"] = {"exchange": exchange, "routing_key": routing_key}
+        props.pop("delivery_info", None)
+        props.pop("priority", None)
+        properties["priority"] = kombu_priority
+        properties.update(props)
+        properties["body_encoding"] = "base64"
+        properties["delivery_tag"] = str(uuid.uuid4())
+        return {
+            "body": base64.b64encode(envelope.body).decode("ascii"),
+            "content-encoding": envelope.content_encoding,
+            "content-type": envelope.content_type,
+            "headers": dict(envelope.headers),
+            "properties": properties,
+        }
+
+    def publish(
+        self, envelope: Envelope, *, exchange: str, routing_key: str, not_before: datetime | None = None
+    ) -> None:
+        priority = self.kombu_priority(envelope.priority)
+        payload = self._payload(envelope, exchange, routing_key, priority)
+        data = json.dumps(payload)
+        queues = [routing_key] if not exchange else self._lookup(exchange, routing_key)
+        client = self.client
+        if len(queues) == 1:
+            self._call("publishing", client.lpush, self.queue_key(queues[0], priority), data)
+            return
+        with client.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.lpush(self.queue_key(queue, priority), data)
+            self._call("publishing", pipe.execute)
+
+    def _lookup(self, exchange: str, routing_key: str) -> list[str]:
+        members = self._call("looking up bindings", self.client.smembers, self.key(BINDING % exchange))
+        queues = []
+        for member in members or ():
+            rkey, _pattern, queue = _text(member).split(self.sep)
+            if rkey == routing_key or not rkey:
+                queues.append(queue)
+        # Nothing bound: treat the routing key as the queue, as Celery's default routing does.
+        return queues or [routing_key]
+
+    # -- consuming ------------------------------------------------------------
+    def get(self, queues: Sequence[str], *, max_messages: int, timeout: float) -> list[Delivery]:
+        if not queues or max_messages <= 0:
+            return []
+        self._maintain()
+        keys = self._ordered_keys(queues)
+        deliveries = self._claim(keys, max_messages)
+        if deliveries or timeout <= 0:
+            return deliveries
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            # Block at most until the next parked message is due, so it is moved on time.
+            wait = min(remaining, max(0.01, self._next_due_check - time.time()) if self._next_due_check else remaining)
+            got = self._blocking_pop(keys, wait)
+            if got:
+                more = self._claim(keys, max_messages - len(got)) if max_messages > 1 else []
+                return got + more
+            self._maintain()
+
+    def _claim(self, keys: list[str], max_messages: int) -> list[Delivery]:
+        script = self._scripts["claim"] if self._scripts else None
+        if script is None:
+            self.client  # noqa: B018 - loads the scripts
+            script = self._scripts["claim"]
+        raw = self._call(
+            "taking messages",
+            script,
+            keys=[self.key(UNACKED_INDEX), self.key(UNACKED), self.key(OWNERS), self.key(DEADLETTER), *keys],
+            args=[max_messages, time.time(), self.consumer_id],
+        )
+        out = []
+        for i in range(0, len(raw or ()), 3):
+            key, tag, item = raw[i], raw[i + 1], raw[i + 2]
+            out.append(self._delivery(_text(key), _text(tag), item))
+        return out
+
+    def _blocking_pop(self, keys: list[str], timeout: float) -> list[Delivery]:
+        # redis-py's socket timeout must outlast the server-side block.
+        try:
+            popped = self.client.brpop(keys, timeout=max(timeout, 0.01))
+        except redis.exceptions.TimeoutError:
+            return []
+        except connection_errors as exc:
+            raise redis_error(exc, self.url, "waiting for messages") from exc
+        if not popped:
+            return []
+        key, item = _text(popped[0]), popped[1]
+        tag = self._call(
+            "recording a message",
+            self._scripts["record"],
+            keys=[self.key(UNACKED_INDEX), self.key(UNACKED), self.key(OWNERS), self.key(DEADLETTER)],
+            args=[item, time.time(), self.consumer_id, key],
+        )
+        return [self._delivery(key, _text(tag), item)]
+
+    def _delivery(self, key: str, tag: str, item: bytes | str) -> Delivery:
+        queue = self._queue_of_key(key)
+        raw = item if isinstance(item, bytes) else item.encode()
+        if not tag:
+            # Already dead-lettered by the script; handed on so the worker logs it.
+            return Delivery(
+                Envelope(raw, {}, {}, "application/x-celeriac-malformed", "binary"), queue, "", False, "", queue
+            )
+        payload = json.loads(raw)
+        props = dict(payload.get("properties") or {})
+        delivery_info = dict(props.get("delivery_info") or {})
+        encoding = props.get("body_encoding")
+        body = payload.get("body", "")
+        body_bytes = base64.b64decode(body) if encoding == "base64" else str(body).encode()
+        headers = dict(payload.get("headers") or {})
+        redelivered = bool(delivery_info.get("redelivered") or headers.get("redelivered"))
+        props["priority"] = self._user_priority(props.get("priority"))
+        envelope = Envelope(
+            body=body_bytes,
+            headers=headers,
+            properties=props,
+            content_type=str(payload.get("content-type") or ""),
+            content_encoding=str(payload.get("content-encoding") or ""),
+        )
+        return Delivery(
+            envelope,
+            queue,
+            tag,
+            redelivered,
+            str(delivery_info.get("exchange") or ""),
+            str(delivery_info.get("routing_key") or queue),
+            raw=raw,
+        )
+
+    def _user_priority(self, kombu_priority: Any) -> int | None:
+        if not isinstance(kombu_priority, int):
+            return None
+        return 9 - kombu_priority if self.priority_order == "celeriac" else kombu_priority
+
+    # -- settling ---------------------------------------------------------------
+    def ack(self, delivery: Delivery) -> None:
+        if not delivery.tag:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.key(UNACKED_INDEX), delivery.tag)
+            pipe.hdel(self.key(UNACKED), delivery.tag)
+            pipe.hdel(self.key(OWNERS), delivery.tag)
+            self._call("acknowledging", pipe.execute)
+
+    def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
+        if not delivery.tag:
+            return
+        if requeue:
+            self._restore(delivery.tag, leftmost=False)
+            return
+        entry = {
+            "queue": delivery.queue,
+            "reason": reason or "rejected",
+            "time": time.time(),
+            "raw": (delivery.raw or b"").decode("utf-8", "replace"),
+        }
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.key(DEADLETTER), json.dumps(entry))
+            pipe.zrem(self.key(UNACKED_INDEX), delivery.tag)
+            pipe.hdel(self.key(UNACKED), delivery.tag)
+            pipe.hdel(self.key(OWNERS), delivery.tag)
+            self._call("dead-lettering", pipe.execute)
+
+    def _restore(self, tag: str, *, leftmost: bool) -> bool:
+        """Put an unacked message back on its queue, marked redelivered (kombu's restore_by_tag)."""
+        unacked = self.key(UNACKED)
+
+        def restore(pipe: Any) -> bool:
+            entry = pipe.hget(unacked, tag)
+            pipe.multi()
+            pipe.zrem(self.key(UNACKED_INDEX), tag)
+            pipe.hdel(unacked, tag)
+            pipe.hdel(self.key(OWNERS), tag)
+            if not entry:
+                return False
+            payload, exchange, routing_key = json.loads(entry)
+            try:
+                payload["headers"]["redelivered"] = True
+                payload["properties"]["delivery_info"]["redelivered"] = True
+            except (KeyError, TypeError):
+                pass
+            priority = payload.get("properties", {}).get("priority") or 0
+            queues = [routing_key] if not exchange else self._lookup(exchange, routing_key)
+            for queue in queues:
+                target = self.queue_key(queue, priority if isinstance(priority, int) else 0)
+                (pipe.lpush if leftmost else pipe.rpush)(target, json.dumps(payload))
+            return True
+
+        result = self._call("restoring a message", self.client.transaction, restore, unacked, value_from_callable=True)
+        return bool(result)
+
+    def defer(self, delivery: Delivery, not_before: datetime) -> bool:
+        """Park a message whose ETA is in the future in Redis until it is due."""
+        if not delivery.tag or delivery.raw is None:
+            return False
+        priority = 0
+        try:
+            priority = int(json.loads(delivery.raw)["properties"].get("priority") or 0)
+        except (ValueError, KeyError, TypeError):
+            pass
+        target = self.queue_key(delivery.queue, priority)
+        moved = self._call(
+            "parking a message",
+            self._scripts["defer"],
+            keys=[
+                self.key(UNACKED_INDEX),
+                self.key(UNACKED),
+                self.key(OWNERS),
+                self.key(DELAYED),
+                self.key(DELAYED_PAYLOADS),
+                self.key(DELAYED_TARGETS),
+            ],
+            args=[delivery.tag, not_before.timestamp(), delivery.raw, target],
+        )
+        due = not_before.timestamp()
+        if not self._next_due_check or due < self._next_due_check:
+            self._next_due_check = due
+        return bool(moved)
+
+    def extend_leases(self, deliveries: Sequence[Delivery]) -> None:
+        now = time.time()
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.key(CONSUMERS), {self.consumer_id: now})
+            tags = {d.tag: now for d in deliveries if d.tag}
+            if tags:
+                # XX: only refresh what is still ours; never resurrect an acked message.
+                pipe.zadd(self.key(UNACKED_INDEX), tags, xx=True)
+            self._call("renewing leases", pipe.execute)
+
+    @property
+    def lease_renew_interval(self) -> float:
+        return max(0.5, min(5.0, self.consumer_timeout / 6, self.visibility_timeout / 4))
+
+    # -- periodic upkeep ------------------------------------------------------------
+    def _maintain(self) -> None:
+        now = time.time()
+        if self._next_due_check and now >= self._next_due_check:
+            self._move_due(now)
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + max(1.0, self.lease_renew_interval)
+        self._call("heartbeat", self.client.zadd, self.key(CONSUMERS), {self.consumer_id: now})
+        self._move_due(now)
+        self._restore_visible(now)
+
+    def _move_due(self, now: float) -> None:
+        moved, nxt = self._call(
+            "moving due messages",
+            self._scripts["due"],
+            keys=[self.key(DELAYED), self.key(DELAYED_PAYLOADS), self.key(DELAYED_TARGETS)],
+            args=[now, 1000],
+        )
+        nxt = _text(nxt)
+        self._next_due_check = float(nxt) if nxt else 0.0
+        if int(moved) >= 1000:
+            self._next_due_check = now  # more are due: keep going on the next call
+
+    def _restore_visible(self, now: float) -> None:
+        client = self.client
+        lock = client.lock(self.key(UNACKED_MUTEX), timeout=UNACKED_MUTEX_EXPIRE)
+        try:
+            if not lock.acquire(blocking=False):
+                return
+        except connection_errors as exc:
+            raise redis_error(exc, self.url, "restoring unacked messages") from exc
+        try:
+            dead = [_text(c) for c in client.zrangebyscore(self.key(CONSUMERS), 0, now - self.consumer_timeout)]
+            if dead:
+                dead_set = set(dead)
+                for tag, owner in client.hscan_iter(self.key(OWNERS)):
+                    if _text(owner) in dead_set:
+                        self._restore(_text(tag), leftmost=False)
+                client.zrem(self.key(CONSUMERS), *dead)
+            # kombu's rule for everything else (e.g. a Celery worker that died).
+            stale = client.zrevrangebyscore(self.key(UNACKED_INDEX), now - self.visibility_timeout, 0, start=0, num=100)
+            for tag in stale:
+                self._restore(_text(tag), leftmost=False)
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                pass
+
+    # -- queues ------------------------------------------------------------------
+    def purge(self, queue: str) -> int:
+        with self.client.pipeline(transaction=True) as pipe:
+            for key in self._queue_keys(queue):
+                pipe.llen(key)
+                pipe.delete(key)
+            sizes = self._call("purging", pipe.execute)
+        return int(sum(sizes[::2]))
+
+    def queue_size(self, queue: str) -> int:
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in self._queue_keys(queue):
+                pipe.llen(key)
+            return int(sum(self._call("counting", pipe.execute)))
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return [
+            json.loads(item)
+            for item in self._call("reading dead letters", self.client.lrange, self.key(DEADLETTER), 0, -1)
+        ]
+
+    def delayed_count(self) -> int:
+        return int(self._call("counting parked messages", self.client.zcard, self.key(DELAYED)))
+
+    def info(self) -> dict[str, Any]:
+        from ..config import mask_url
+
+        return {"transport": "redis", "url": mask_url(self.url)}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return "" if value is None else str(value)

@@ -1,0 +1,225 @@
+"""The Redis broker and result backend against the real server, with real workers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+import redis
+
+from celeriac import Celery
+from celeriac.brokers.base import Envelope
+from celeriac.brokers.redis import RedisBroker
+from celeriac.exceptions import OperationalError
+from tests.conftest import Project
+
+TASKS = '''
+import os, time
+from celeriac import Celery
+
+app = Celery("tasks")
+app.conf.broker_transport_options = {"visibility_timeout": float(os.environ.get("VT", "3600")),
+                                     "consumer_timeout": float(os.environ.get("CT", "30"))}
+GATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gate")
+
+
+@app.task
+def add(x, y):
+    return x + y
+
+
+@app.task
+def double(i):
+    while not os.path.exists(GATE):
+        time.sleep(0.02)
+    return i * 2
+
+
+@app.task
+def sleepy(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task
+def fail():
+    raise ValueError("bad value")
+'''
+
+
+def _envelope(priority: int = 0) -> Envelope:
+    return Envelope(b"[[], {}, {}]", {"task": "tasks.add", "id": "x"}, {"priority": priority, "delivery_mode": 2},
+                    "application/json", "utf-8")
+
+
+def test_layout_is_kombus(redis_url: str, rclient: redis.Redis) -> None:
+    app = Celery("tasks", broker=redis_url, backend=redis_url)
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    urgent = add.apply_async((1, 1), priority=9)  # celeriac's order: 9 is most urgent, kombu priority 0
+    result = add.apply_async((2, 2), priority=0)  # ... and 0 is least urgent, kombu priority 9
+    plain = add.delay(3, 3)  # no priority: the main list, as Celery sends it
+    assert [json.loads(x)["headers"]["id"] for x in rclient.lrange("celery", 0, -1)] == [plain.id, urgent.id]
+    assert rclient.llen("celery\x06\x169") == 1
+    item = json.loads(rclient.lindex("celery\x06\x169", 0))
+    assert set(item) == {"body", "content-encoding", "content-type", "headers", "properties"}
+    props = item["properties"]
+    assert props["body_encoding"] == "base64" and props["delivery_info"] == {"exchange": "", "routing_key": "celery"}
+    assert props["correlation_id"] == result.id and isinstance(props["delivery_tag"], str)
+    assert json.loads(base64.b64decode(item["body"])) == [[2, 2], {}, {"callbacks": None, "errbacks": None,
+                                                                       "chain": None, "chord": None}]
+    assert item["headers"]["task"] == "tests.integration.redis.test_redis_broker.add"
+    assert item["headers"]["id"] == result.id
+    app.close()
+
+
+def test_priorities_both_orders(redis_url: str) -> None:
+    broker = RedisBroker(redis_url, {"priority_order": "celeriac"})
+    for p in (0, 9, 5):
+        broker.publish(_envelope(p), exchange="", routing_key="q")
+    got = broker.get(["q"], max_messages=3, timeout=0)
+    assert [d.envelope.priority for d in got] == [9, 5, 0]
+    for d in got:
+        broker.ack(d)
+    celery_order = RedisBroker(redis_url, {"priority_order": "celery"})
+    for p in (9, 0, 5):
+        celery_order.publish(_envelope(p), exchange="", routing_key="q")
+    got = celery_order.get(["q"], max_messages=3, timeout=0)
+    # Celery's Redis meaning: 0 first; 5 lands in step 3 and 9 in step 9.
+    assert [d.envelope.priority for d in got] == [0, 5, 9]
+
+
+def test_ack_reject_and_dead_letter(redis_url: str, rclient: redis.Redis) -> None:
+    broker = RedisBroker(redis_url)
+    broker.publish(_envelope(), exchange="", routing_key="q")
+    (first,) = broker.get(["q"], max_messages=1, timeout=1)
+    assert rclient.hexists("unacked", first.tag) and rclient.zscore("unacked_index", first.tag)
+    broker.reject(first, requeue=True)
+    (again,) = broker.get(["q"], max_messages=1, timeout=1)
+    assert again.tag == first.tag and again.redelivered
+    broker.reject(again, requeue=False, reason="poison")
+    assert broker.get(["q"], max_messages=1, timeout=0) == []
+    assert not rclient.hexists("unacked", first.tag)
+    (dead,) = broker.dead_letters()
+    assert dead["reason"] == "poison" and json.loads(dead["raw"])["properties"]["delivery_tag"] == first.tag
+
+
+def test_dead_consumer_messages_are_restored_but_live_ones_are_not(redis_url: str) -> None:
+    live = RedisBroker(redis_url, {"consumer_timeout": 0.5, "visibility_timeout": 1})
+    dying = RedisBroker(redis_url, {"consumer_timeout": 0.5, "visibility_timeout": 1})
+    for _ in range(2):
+        live.publish(_envelope(), exchange="", routing_key="q")
+    (held_by_live,) = live.get(["q"], max_messages=1, timeout=1)
+    (held_by_dying,) = dying.get(["q"], max_messages=1, timeout=1)
+    dying.extend_leases([held_by_dying])  # it was alive once...
+    deadline = time.time() + 10
+    restored: list[str] = []
+    while time.time() < deadline and not restored:
+        live.extend_leases([held_by_live])  # ...but only this one keeps beating
+        live._next_maintenance = 0
+        restored = [d.tag for d in live.get(["q"], max_messages=5, timeout=0.2)]
+    assert restored == [held_by_dying.tag]
+    # Well past the visibility timeout, the live consumer's message was never handed out again.
+    assert held_by_live.tag not in restored
+
+
+def test_malformed_envelope_is_dead_lettered_by_the_worker(redis_project: Project, rclient: redis.Redis) -> None:
+    redis_project.write("tasks.py", TASKS)
+    rclient.lpush("celery", b"this is not json")
+    rclient.lpush("celery", json.dumps({"body": "!!", "properties": {}}))
+    worker = redis_project.worker("tasks", "-c", "1")
+    from tasks import add  # type: ignore[import-not-found]
+
+    assert add.delay(20, 22).get(timeout=30) == 42
+    assert worker.output.count("Received invalid task message") == 2
+    dead = [json.loads(x) for x in rclient.lrange("celeriac.deadletter", 0, -1)]
+    assert {d["raw"] for d in dead} == {"this is not json", json.dumps({"body": "!!", "properties": {}})}
+    assert worker.stop() == 0
+
+
+def test_sigkilled_worker_messages_are_redelivered(redis_project: Project) -> None:
+    redis_project.write("tasks.py", TASKS)
+    from tasks import double  # type: ignore[import-not-found]
+
+    results = [double.delay(i) for i in range(20)]
+    env = redis_project.env(CT="1")
+    first = redis_project.worker("tasks", "-c", "2", "--prefetch-multiplier", "10", env=env)
+    first.wait_for("received", count=20, timeout=60)
+    first.kill_group()
+    (redis_project.path / "gate").touch()
+    second = redis_project.worker("tasks", "-c", "2", env=env)
+    assert [r.get(timeout=60) for r in results] == [i * 2 for i in range(20)]
+    assert second.stop() == 0
+
+
+def test_long_task_is_not_redelivered_past_the_visibility_timeout(redis_project: Project) -> None:
+    redis_project.write("tasks.py", TASKS)
+    from tasks import sleepy  # type: ignore[import-not-found]
+
+    env = redis_project.env(VT="1", CT="2")
+    workers = [redis_project.worker("tasks", "-c", "1", "-n", f"w{i}@%h", env=env) for i in range(2)]
+    result = sleepy.delay(4)  # four times the visibility timeout
+    assert result.get(timeout=60) == 4
+    received = sum(w.output.count(f"Task tasks.sleepy[{result.id}] received") for w in workers)
+    assert received == 1
+    for w in workers:
+        assert w.stop() == 0
+
+
+def test_countdown_is_parked_in_redis(redis_project: Project, rclient: redis.Redis) -> None:
+    redis_project.write("tasks.py", TASKS)
+    worker = redis_project.worker("tasks", "-c", "1")
+    from tasks import add  # type: ignore[import-not-found]
+
+    sent = time.time()
+    result = add.apply_async((1, 2), countdown=3)
+    worker.wait_for("kept by the broker")
+    assert rclient.zcard("celeriac.delayed") == 1
+    assert rclient.hlen("unacked") == 0  # nothing held, nothing to time out
+    assert result.get(timeout=30) == 3
+    assert time.time() - sent >= 3
+    assert rclient.zcard("celeriac.delayed") == 0
+    assert worker.stop() == 0
+
+
+def test_results_and_failures_on_redis(redis_project: Project, rclient: redis.Redis) -> None:
+    redis_project.write("tasks.py", TASKS)
+    worker = redis_project.worker("tasks", "-c", "2")
+    from tasks import add, app, fail  # type: ignore[import-not-found]
+
+    result = add.delay(4, 4)
+    assert result.get(timeout=30) == 8
+    meta = json.loads(rclient.get(f"celery-task-meta-{result.id}"))
+    assert meta["status"] == "SUCCESS" and meta["result"] == 8 and meta["task_id"] == result.id
+    assert 0 < rclient.ttl(f"celery-task-meta-{result.id}") <= 86400
+    failed = fail.delay()
+    with pytest.raises(ValueError, match="bad value"):
+        failed.get(timeout=30)
+    assert "ValueError" in (failed.traceback or "")
+    result.forget()
+    assert result.state == "PENDING" and not rclient.exists(f"celery-task-meta-{result.id}")
+    assert "RedisBackend" in repr(app.backend)
+    # get() unsubscribes: nothing is left subscribed in this process.
+    assert all(not ch.startswith(b"celery-task-meta") for ch in rclient.pubsub_channels())
+    assert worker.stop() == 0
+
+
+def test_delay_fails_fast_when_redis_is_down() -> None:
+    app = Celery("down", broker="redis://127.0.0.1:1/0", backend="redis://127.0.0.1:1/0",
+                 broker_connection_timeout=1)
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    started = time.monotonic()
+    with pytest.raises(OperationalError) as info:
+        add.delay(1, 2)
+    assert time.monotonic() - started < 5
+    assert "127.0.0.1:1" in str(info.value)
+    app.close()

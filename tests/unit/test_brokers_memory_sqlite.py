@@ -1,0 +1,229 @@
+"""The broker delivery contract on the two in-process brokers, plus SQLite's leases across consumers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from celeriac.brokers import create_broker
+from celeriac.brokers.base import Broker, Envelope
+from celeriac.brokers.memory import MemoryBroker
+from celeriac.brokers.sqlite import SQLiteBroker
+
+
+def envelope(name: str, priority: int | None = None) -> Envelope:
+    properties: dict[str, Any] = {"correlation_id": name}
+    if priority is not None:
+        properties["priority"] = priority
+    return Envelope(name.encode(), {"id": name, "task": "tasks.t"}, properties, "application/json", "utf-8")
+
+
+def bodies(deliveries: list[Any]) -> list[bytes]:
+    return [d.envelope.body for d in deliveries]
+
+
+def dead(broker: Broker) -> list[tuple[str, str, str]]:
+    """(queue, reason, message id) of each dead-lettered message, whatever the broker's record looks like."""
+    if isinstance(broker, MemoryBroker):
+        return [(queue, reason, env.headers["id"]) for queue, reason, env in broker.dead_letters()]
+    assert isinstance(broker, SQLiteBroker)
+    return [(d["queue"], d["reason"], d["headers"]["id"]) for d in broker.dead_letters()]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    url = f"memory://{uuid.uuid4().hex}" if request.param == "memory" else f"sqlite:///{tmp_path / 'broker.db'}"
+    instance = create_broker(url)
+    instance.open()
+    yield instance
+    instance.close()
+
+
+def test_scheme_table_picks_the_implementation(broker: Broker) -> None:
+    assert type(broker) in (MemoryBroker, SQLiteBroker)
+    assert broker.supports_priority and broker.native_delay
+
+
+def test_publish_get_ack(broker: Broker) -> None:
+    broker.publish(envelope("m1"), exchange="", routing_key="q")
+    assert broker.queue_size("q") == 1
+    (delivery,) = broker.get(["q"], max_messages=10, timeout=0)
+    assert delivery.envelope.body == b"m1" and delivery.queue == "q" and not delivery.redelivered
+    assert delivery.envelope.headers["id"] == "m1"
+    assert delivery.envelope.properties["correlation_id"] == "m1"
+    assert (delivery.envelope.content_type, delivery.envelope.content_encoding) == ("application/json", "utf-8")
+    assert broker.queue_size("q") == 0  # handed out: in flight, not waiting
+    assert broker.get(["q"], max_messages=10, timeout=0) == []  # one consumer at a time
+    broker.ack(delivery)
+    assert broker.queue_size("q") == 0 and broker.get(["q"], max_messages=10, timeout=0) == []
+
+
+def test_fifo_within_a_priority_and_max_messages(broker: Broker) -> None:
+    for name in ("a", "b", "c"):
+        broker.publish(envelope(name), exchange="", routing_key="q")
+    assert bodies(broker.get(["q"], max_messages=2, timeout=0)) == [b"a", b"b"]
+    assert bodies(broker.get(["q"], max_messages=2, timeout=0)) == [b"c"]
+
+
+def test_queues_are_separate(broker: Broker) -> None:
+    broker.publish(envelope("one"), exchange="", routing_key="q1")
+    broker.publish(envelope("two"), exchange="", routing_key="q2")
+    assert bodies(broker.get(["q2"], max_messages=10, timeout=0)) == [b"two"]
+    assert bodies(broker.get(["q1", "q2"], max_messages=10, timeout=0)) == [b"one"]
+
+
+def test_reject_requeue_redelivers_with_flag(broker: Broker) -> None:
+    broker.publish(envelope("m1"), exchange="", routing_key="q")
+    (first,) = broker.get(["q"], max_messages=1, timeout=0)
+    broker.reject(first, requeue=True)
+    assert broker.queue_size("q") == 1
+    (again,) = broker.get(["q"], max_messages=1, timeout=0)
+    assert again.envelope.body == b"m1" and again.redelivered is True
+    broker.ack(again)
+    assert broker.get(["q"], max_messages=1, timeout=0) == [] and dead(broker) == []
+
+
+def test_reject_without_requeue_dead_letters(broker: Broker) -> None:
+    broker.publish(envelope("poison"), exchange="", routing_key="q")
+    (delivery,) = broker.get(["q"], max_messages=1, timeout=0)
+    broker.reject(delivery, requeue=False, reason="bad input")
+    assert broker.get(["q"], max_messages=1, timeout=0) == []
+    assert broker.queue_size("q") == 0
+    assert dead(broker) == [("q", "bad input", "poison")]
+
+
+def test_higher_priority_first(broker: Broker) -> None:
+    broker.publish(envelope("low", 0), exchange="", routing_key="q")
+    broker.publish(envelope("none"), exchange="", routing_key="q")
+    broker.publish(envelope("high", 9), exchange="", routing_key="q")
+    broker.publish(envelope("mid", 5), exchange="", routing_key="q")
+    assert bodies(broker.get(["q"], max_messages=10, timeout=0)) == [b"high", b"mid", b"low", b"none"]
+
+
+def test_not_before_keeps_message_invisible_until_due(broker: Broker) -> None:
+    due = datetime.now(timezone.utc) + timedelta(seconds=0.3)
+    broker.publish(envelope("later"), exchange="", routing_key="q", not_before=due)
+    broker.publish(envelope("now"), exchange="", routing_key="q")
+    assert bodies(broker.get(["q"], max_messages=10, timeout=0)) == [b"now"]
+    assert broker.get(["q"], max_messages=10, timeout=0) == []
+    assert broker.queue_size("q") == 1  # scheduled messages wait in the broker
+    (delivery,) = broker.get(["q"], max_messages=10, timeout=2)
+    assert delivery.envelope.body == b"later"
+    assert datetime.now(timezone.utc) >= due  # never early
+
+
+def test_not_before_in_the_past_is_ready(broker: Broker) -> None:
+    past = datetime.now(timezone.utc) - timedelta(hours=1)
+    broker.publish(envelope("overdue"), exchange="", routing_key="q", not_before=past)
+    assert bodies(broker.get(["q"], max_messages=1, timeout=0)) == [b"overdue"]
+
+
+def test_get_waits_for_a_message_up_to_timeout(broker: Broker) -> None:
+    assert broker.get(["empty"], max_messages=1, timeout=0.1) == []
+
+
+def test_purge_and_queue_size(broker: Broker) -> None:
+    for name in ("a", "b", "c"):
+        broker.publish(envelope(name), exchange="", routing_key="q")
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    broker.publish(envelope("scheduled"), exchange="", routing_key="q", not_before=later)
+    broker.publish(envelope("other"), exchange="", routing_key="other")
+    (held,) = broker.get(["q"], max_messages=1, timeout=0)
+    assert broker.queue_size("q") == 3 and broker.queue_size("other") == 1
+    assert broker.purge("q") == 3
+    assert broker.queue_size("q") == 0 and broker.queue_size("other") == 1
+    assert broker.purge("q") == 0
+    broker.ack(held)  # a message held by a consumer is not purged, and can still be acked
+    assert broker.get(["q"], max_messages=10, timeout=0) == []
+
+
+# -- SQLite: leases shared by consumers on one file --------------------------------------
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'shared.db'}"
+
+
+@pytest.fixture
+def consumers(db_url: str) -> Iterator[tuple[SQLiteBroker, SQLiteBroker]]:
+    first = SQLiteBroker(db_url, {"visibility_timeout": 0.3})
+    second = SQLiteBroker(db_url, {"visibility_timeout": 0.3})
+    yield first, second
+    first.close()
+    second.close()
+
+
+def test_expired_lease_is_redelivered_to_another_consumer(consumers: tuple[SQLiteBroker, SQLiteBroker]) -> None:
+    a, b = consumers
+    a.publish(envelope("job"), exchange="", routing_key="q")
+    (held,) = a.get(["q"], max_messages=1, timeout=0)
+    assert b.get(["q"], max_messages=1, timeout=0) == []  # leased to A
+    (taken,) = b.get(["q"], max_messages=1, timeout=2)  # A never acks: its lease runs out
+    assert taken.envelope.body == b"job" and taken.redelivered
+    assert taken.envelope.headers["redelivered"] is True
+    assert taken.tag == held.tag
+
+
+def test_extend_leases_prevents_redelivery(consumers: tuple[SQLiteBroker, SQLiteBroker]) -> None:
+    a, b = consumers
+    a.publish(envelope("long job"), exchange="", routing_key="q")
+    (held,) = a.get(["q"], max_messages=1, timeout=0)
+    a.visibility_timeout = 30.0  # A renews for longer than the original 0.3s lease
+    a.extend_leases([held])
+    assert b.get(["q"], max_messages=1, timeout=1.0) == []  # well past the original lease
+    a.ack(held)
+    assert b.get(["q"], max_messages=1, timeout=0) == []
+    assert a.queue_size("q") == 0
+
+
+def test_extend_leases_repeatedly_keeps_the_message(consumers: tuple[SQLiteBroker, SQLiteBroker]) -> None:
+    a, b = consumers
+    a.visibility_timeout = 1.5
+    a.publish(envelope("renewed"), exchange="", routing_key="q")
+    (held,) = a.get(["q"], max_messages=1, timeout=0)
+    for _ in range(5):  # 5 x 0.4s waits: longer than one lease, each well within a renewed one
+        assert b.get(["q"], max_messages=1, timeout=0.4) == []
+        a.extend_leases([held])
+    a.ack(held)
+    assert b.get(["q"], max_messages=1, timeout=0) == []
+
+
+def test_ack_after_lost_lease_does_not_delete_the_new_holders_message(
+    consumers: tuple[SQLiteBroker, SQLiteBroker],
+) -> None:
+    a, b = consumers
+    a.publish(envelope("job"), exchange="", routing_key="q")
+    (stale,) = a.get(["q"], max_messages=1, timeout=0)
+    (current,) = b.get(["q"], max_messages=1, timeout=2)
+    a.ack(stale)  # A's lease was lost: a no-op
+    a.reject(stale, requeue=False)  # also a no-op: nothing dead-lettered
+    a.reject(stale, requeue=True)  # also a no-op: B still holds it
+    a.extend_leases([stale])  # cannot steal the lease back
+    assert a.dead_letters() == []
+    assert b.get(["q"], max_messages=1, timeout=0) == []
+    b.ack(current)
+    assert b.get(["q"], max_messages=1, timeout=0.5) == []  # gone for good
+    assert b.queue_size("q") == 0
+
+
+def test_messages_survive_reopening_the_file(db_url: str) -> None:
+    writer = SQLiteBroker(db_url)
+    writer.publish(envelope("durable", 4), exchange="", routing_key="q")
+    writer.close()
+    reader = SQLiteBroker(db_url)
+    try:
+        (delivery,) = reader.get(["q"], max_messages=1, timeout=0)
+        assert delivery.envelope.body == b"durable"
+        assert dict(delivery.envelope.headers) == {"id": "durable", "task": "tasks.t"}
+        assert delivery.envelope.properties["priority"] == 4
+        assert delivery.envelope.properties["correlation_id"] == "durable"
+        assert (delivery.envelope.content_type, delivery.envelope.content_encoding) == ("application/json", "utf-8")
+        reader.ack(delivery)
+    finally:
+        reader.close()

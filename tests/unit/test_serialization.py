@@ -1,0 +1,224 @@
+"""Serializers: kombu-compatible json tags, the other formats, and accept checks before any decode."""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from kombu import serialization as kombu_serialization
+from kombu.utils import json as kombu_json
+
+from celeriac import serialization
+from celeriac.exceptions import ContentDisallowed, DecodeError, EncodeError
+from celeriac.serialization import dumps, json_dumps, json_loads, loads, prepare_accept_content
+
+JSON_ONLY = prepare_accept_content(["json"])
+
+TAGGED_VALUES: list[Any] = [
+    datetime(2024, 1, 2, 3, 4, 5),
+    datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc),
+    datetime(2024, 1, 2, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    date(2024, 2, 29),
+    time(13, 14, 15, 16),
+    Decimal("3.14159265358979323846264338327950288"),
+    uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    b"hello",
+    "caf\u00e9".encode(),
+    b"\xff\x00\xfe\x80",
+    {"nested": [datetime(2020, 1, 1), b"x", {"d": Decimal("1.5")}]},
+]
+
+
+@pytest.mark.parametrize("value", TAGGED_VALUES, ids=repr)
+def test_json_round_trip(value: Any) -> None:
+    decoded = json_loads(json_dumps(value))
+    assert decoded == value
+    assert type(decoded) is type(value)
+
+
+@pytest.mark.parametrize("value", TAGGED_VALUES, ids=repr)
+def test_json_bytes_identical_to_kombu(value: Any) -> None:
+    assert json_dumps(value) == kombu_json.dumps(value)
+
+
+@pytest.mark.parametrize("value", TAGGED_VALUES, ids=repr)
+def test_json_interop_with_kombu_both_directions(value: Any) -> None:
+    assert kombu_json.loads(json_dumps(value)) == value  # we write, kombu reads
+    assert json_loads(kombu_json.dumps(value)) == value  # kombu writes, we read
+
+
+def test_json_tags_are_kombus_format() -> None:
+    assert json_dumps(b"hi") == '{"__type__": "bytes", "__value__": "hi"}'
+    assert json_dumps(b"\xff") == '{"__type__": "base64", "__value__": "/w=="}'
+    assert (
+        json_dumps(uuid.UUID(int=1)) == '{"__type__": "uuid", "__value__": {"hex": "00000000000000000000000000000001"}}'
+    )
+    assert json_dumps(Decimal("0.1")) == '{"__type__": "decimal", "__value__": "0.1"}'
+    assert json_dumps(date(2024, 1, 2)) == '{"__type__": "date", "__value__": "2024-01-02"}'
+
+
+def test_non_utf8_bytes_use_base64_and_utf8_bytes_do_not() -> None:
+    assert json_dumps(b"\xc3\xa9") == '{"__type__": "bytes", "__value__": "\\u00e9"}'  # utf-8 for "é"
+    assert json_dumps(b"\xe9") == '{"__type__": "base64", "__value__": "6Q=="}'  # latin-1 "é": not utf-8
+    assert json_loads(json_dumps(b"\xe9")) == b"\xe9"
+    assert json_loads(json_dumps(bytearray(b"\x00\xff"))) == b"\x00\xff"
+
+
+def test_object_with_json_hook_is_encoded_with_it() -> None:
+    class Point:
+        def __json__(self) -> dict[str, int]:
+            return {"x": 1, "y": 2}
+
+    assert json_loads(json_dumps([Point()])) == [{"x": 1, "y": 2}]
+
+
+def test_unknown_tag_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        loads(b'{"__type__": "nope", "__value__": 1}', "application/json", "utf-8", JSON_ONLY)
+
+
+def test_plain_dict_with_extra_keys_is_not_a_tag() -> None:
+    value = {"__type__": "datetime", "__value__": "x", "other": 1}
+    assert json_loads(json_dumps(value)) == value
+
+
+def test_dumps_returns_content_type_and_encoding() -> None:
+    assert dumps({"a": 1}, "json") == ("application/json", "utf-8", b'{"a": 1}')
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type", "encoding"),
+    [
+        ("json", "application/json", "utf-8"),
+        ("msgpack", "application/x-msgpack", "binary"),
+        ("yaml", "application/x-yaml", "utf-8"),
+        ("pickle", "application/x-python-serialize", "binary"),
+    ],
+)
+def test_round_trip_each_serializer(name: str, content_type: str, encoding: str) -> None:
+    value = {"args": [1, 2.5, "x", None, True], "kwargs": {"k": [1, {"n": "é"}]}}
+    ctype, cenc, payload = dumps(value, name)
+    assert (ctype, cenc) == (content_type, encoding)
+    assert isinstance(payload, bytes)
+    assert loads(payload, ctype, cenc, prepare_accept_content([name])) == value
+
+
+@pytest.mark.parametrize("name", ["json", "msgpack", "yaml", "pickle"])
+def test_kombu_reads_ours_and_we_read_kombus(name: str) -> None:
+    value = {"args": [1, 2, "three"], "kwargs": {"a": None, "b": [True, False]}}
+    ctype, cenc, payload = dumps(value, name)
+    assert kombu_serialization.loads(payload, ctype, cenc, accept=[ctype]) == value
+    k_ctype, k_cenc, k_payload = kombu_serialization.dumps(value, serializer=name)
+    assert (k_ctype, k_cenc) == (ctype, cenc)
+    raw = k_payload.encode(k_cenc) if isinstance(k_payload, str) else k_payload
+    assert loads(raw, k_ctype, k_cenc, prepare_accept_content([name])) == value
+    if name in ("json", "msgpack", "yaml"):
+        assert raw == payload  # deterministic formats: the same bytes as kombu
+
+
+def test_pickle_keeps_python_types() -> None:
+    value = {"when": datetime(2024, 1, 1), "items": {1, 2}, "tuple": (1, 2)}
+    assert loads(dumps(value, "pickle")[2], "application/x-python-serialize", "binary", None) == value
+
+
+def test_loads_accepts_str_payload() -> None:
+    assert loads('{"a": "é"}', "application/json", "utf-8", JSON_ONLY) == {"a": "é"}
+
+
+class _Detonator:
+    """Unpickling this calls ``_detonate``, which records that it ran."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_detonate, ())
+
+
+_detonations: list[str] = []
+
+
+def _detonate() -> None:
+    _detonations.append("unpickled")
+
+
+def test_content_disallowed_never_unpickles() -> None:
+    payload = pickle.dumps(_Detonator())
+    # The payload is live: unpickling it does run the hook (so the check below means something).
+    pickle.loads(payload)
+    assert _detonations == ["unpickled"]
+    _detonations.clear()
+    with pytest.raises(ContentDisallowed, match="application/x-python-serialize"):
+        loads(payload, "application/x-python-serialize", "binary", JSON_ONLY)
+    assert _detonations == []
+
+
+def test_content_disallowed_never_calls_the_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bytes] = []
+    original = serialization._by_content_type["application/x-msgpack"]
+    spy = serialization.Serializer(
+        original.name, original.content_type, original.content_encoding, original.encode, calls.append
+    )
+    monkeypatch.setitem(serialization._by_content_type, "application/x-msgpack", spy)
+    with pytest.raises(ContentDisallowed):
+        loads(b"\x81\xa1a\x01", "application/x-msgpack", "binary", JSON_ONLY)
+    assert calls == []
+    loads(b"\x81\xa1a\x01", "application/x-msgpack", "binary", prepare_accept_content(["msgpack"]))
+    assert calls == [b"\x81\xa1a\x01"]
+
+
+def test_accept_by_name_allows_pickle() -> None:
+    payload = pickle.dumps({"ok": True})
+    accept = prepare_accept_content(["json", "pickle"])
+    assert loads(payload, "application/x-python-serialize", "binary", accept) == {"ok": True}
+
+
+def test_yaml_is_safe_loaded() -> None:
+    payload = b"!!python/object/apply:os.system ['echo unsafe']"
+    with pytest.raises(DecodeError):
+        loads(payload, "application/x-yaml", "utf-8", prepare_accept_content(["yaml"]))
+
+
+def test_unknown_content_type_is_refused() -> None:
+    with pytest.raises(ContentDisallowed):
+        loads(b"x", "application/x-unknown", "binary", None)
+
+
+@pytest.mark.parametrize(
+    ("payload", "content_type"),
+    [
+        (b"{not json", "application/json"),
+        (b"", "application/json"),
+        (b"\xc1", "application/x-msgpack"),
+        (b"a: [unclosed", "application/x-yaml"),
+        (b"not a pickle", "application/x-python-serialize"),
+    ],
+)
+def test_garbage_is_a_decode_error(payload: bytes, content_type: str) -> None:
+    with pytest.raises(DecodeError):
+        loads(payload, content_type, "binary", None)
+
+
+def test_unserializable_value_is_an_encode_error() -> None:
+    with pytest.raises(EncodeError):
+        dumps(object(), "json")
+    with pytest.raises(EncodeError, match="xml"):
+        dumps(1, "xml")
+
+
+def test_prepare_accept_content_names_and_types() -> None:
+    assert prepare_accept_content(["json"]) == {"application/json"}
+    assert prepare_accept_content(None) == {"application/json"}
+    got = prepare_accept_content(["json", "application/x-python-serialize", "msgpack", "yaml", "application/x-foo"])
+    # The same content types kombu derives from the same list (plus aliases other producers use).
+    kombu_types = kombu_serialization.prepare_accept_content(
+        ["json", "application/x-python-serialize", "msgpack", "yaml", "application/x-foo"]
+    )
+    assert kombu_types <= got
+    assert got - kombu_types == {"application/msgpack", "application/yaml", "text/yaml"}
+
+
+def test_prepare_accept_content_rejects_unknown_name() -> None:
+    with pytest.raises(ValueError, match="bogus"):
+        prepare_accept_content(["json", "bogus"])
