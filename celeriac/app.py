@@ -148,7 +148,7 @@ class Celery:
     # -- configuration ------------------------------------------------------------
     def config_from_object(
         self, obj: Any, silent: bool = False, force: bool = False, namespace: str | None = None
-    ) -> None:
+    ) -> bool:
         """Load settings from a module (``'celeryconfig'``), ``'module:attr'``, an object or a dict.
 
         Args:
@@ -159,12 +159,14 @@ class Celery:
         namespace = namespace or self.namespace
         try:
             self.conf.load_from_object(obj, namespace=namespace)
-        except ImportError as exc:
+        except ImportError:
+            # Celery raises the ImportError itself (code catches it), or returns False when silent.
             if silent:
-                return
-            raise ImproperlyConfigured(f"can't load configuration {obj!r}: {exc}") from exc
+                return False
+            raise
         self._router = None
         self.on_after_configure.send(sender=self, source=self.conf)
+        return True
 
     def config_from_envvar(self, variable_name: str, silent: bool = False, force: bool = False) -> bool:
         """Load settings from the module named by an environment variable."""
@@ -176,8 +178,7 @@ class Celery:
                 f"The environment variable {variable_name!r} is not set, and as such the configuration "
                 "could not be loaded. Please set this variable and make it point to a configuration module."
             )
-        self.config_from_object(module_name, silent=silent, force=force)
-        return True
+        return self.config_from_object(module_name, silent=silent, force=force)
 
     def add_defaults(self, values: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> None:
         mapping = values() if callable(values) else values

@@ -286,7 +286,10 @@ def check_url(key: str, url: str, known: frozenset[str]) -> None:
 
 
 def mask_url(url: str) -> str:
-    """Replace the password in a URL with ``**`` (for banners and logs)."""
+    """Replace the password in a URL (each URL of a ``;`` failover list) with ``**`` (for banners and logs)."""
+    failover = url.split(";")
+    if len(failover) > 1 and all("://" in part for part in failover):
+        return ";".join(mask_url(part) for part in failover)
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -522,6 +525,12 @@ _SECRET_WORDS = ("password", "secret", "key", "token", "pass", "auth", "signatur
 
 
 def _censor(key: str, value: Any) -> Any:
+    # Secrets also hide in nested options (sentinel_kwargs={"password": ...}) and failover URL lists.
+    if isinstance(value, Mapping):
+        return {k: _censor(str(k), v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        censored = [_censor(key, v) for v in value]
+        return censored if isinstance(value, list) else tuple(censored)
     if isinstance(value, str) and "://" in value:
         return mask_url(value)
     if any(word in key.lower() for word in _SECRET_WORDS) and value not in (None, "", {}, ()):

@@ -313,6 +313,18 @@ class RemoteTaskError(CeleriacError):
     exc_type: str = "Exception"
     exc_module: str | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The class is made at run time, so it is pickled by name (prefork, pickled results).
+        return _rebuild_remote, (self.exc_module, self.exc_type, self.args)
+
+
+def _rebuild_remote(module: str | None, name: str, args: tuple[Any, ...]) -> BaseException:
+    from .backends.base import exception_from_meta
+
+    rebuilt = exception_from_meta({"exc_module": module, "exc_type": name, "exc_message": list(args)})
+    assert rebuilt is not None
+    return rebuilt
+
 
 class SoftTimeLimitExceeded(Exception):
     """The soft time limit has been exceeded; raised inside the task."""

@@ -274,10 +274,15 @@ class Task(Generic[P, R]):
 
     def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         """Raise TypeError now if ``args``/``kwargs`` don't fit the task (instead of failing in the worker)."""
-        fun = self._fun if self._fun is not None else self.run
-        try:
-            sig = inspect.signature(fun)
-        except (TypeError, ValueError):
+        sig = self.__dict__.get("_signature_cache", False)
+        if sig is False:
+            fun = self._fun if self._fun is not None else self.run
+            try:
+                sig = inspect.signature(fun)
+            except (TypeError, ValueError):
+                sig = None
+            self.__dict__["_signature_cache"] = sig
+        if sig is None:
             return
         try:
             if self._bind:

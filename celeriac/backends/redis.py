@@ -7,10 +7,12 @@ TTL) and every state change is also PUBLISHed on a channel of the same name, so
 a Celery client can read a celeriac result and back. ``get()`` subscribes to that
 channel and waits for the message (no polling), then unsubscribes: nothing is
 left subscribed once the result is in, however many results a process reads.
+All waits in a process share one pub/sub connection (see ``_redis_listener``).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,7 @@ import redis.exceptions
 
 from .._redis import client_from_url, connection_errors, redis_error
 from ..exceptions import TimeoutError
+from ._redis_listener import ResultListener
 from .base import KeyValueBackend, ResultMeta
 
 if TYPE_CHECKING:
@@ -41,6 +44,8 @@ class RedisBackend(KeyValueBackend):
         self._options = opts
         self._use_ssl = conf.redis_backend_use_ssl if conf is not None else None
         self._client: redis.Redis | None = None
+        self._listener_obj: ResultListener | None = None
+        self._listener_pid = 0
 
     @property
     def client(self) -> redis.Redis:
@@ -84,40 +89,40 @@ class RedisBackend(KeyValueBackend):
             value = self._run("counting", pipe.execute)[0]
         return int(value)
 
+    def _listener(self) -> ResultListener:
+        pid = os.getpid()
+        if self._listener_obj is None or self._listener_pid != pid:
+            self._listener_obj, self._listener_pid = ResultListener(self.client), pid
+        return self._listener_obj
+
     def wait_for(self, task_id: str, *, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
         meta = self.get_meta(task_id)
         if meta.ready:
             return meta
         deadline = None if timeout is None else time.monotonic() + timeout
-        channel = self.task_key(task_id)
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        listener = self._listener()
+        waiter = listener.add(self.task_key(task_id))
         try:
-            self._run("subscribing", pubsub.subscribe, channel)
-            # The result may have been stored between the first read and the subscription.
+            if not waiter.subscribed.wait(_remaining(deadline)):
+                raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
+            # Stored between the first read and the subscription? Read the key once more.
             meta = self.get_meta(task_id)
             while not meta.ready:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                if not waiter.event.wait(_remaining(deadline)):
                     raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
-                wait = 1.0 if remaining is None else min(1.0, remaining)
-                try:
-                    message = pubsub.get_message(timeout=wait)
-                except connection_errors:
-                    # The connection dropped: resubscribe and read the key, so nothing published meanwhile is missed.
-                    pubsub.reset()
-                    self._run("subscribing", pubsub.subscribe, channel)
-                    meta = self.get_meta(task_id)
-                    continue
-                if message and message.get("type") == "message":
-                    meta = self.decode_meta(message["data"], task_id)
+                waiter.event.clear()
+                data = waiter.data
+                meta = self.decode_meta(data, task_id) if data is not None else self.get_meta(task_id)
             return meta
         finally:
-            try:
-                pubsub.unsubscribe()
-            except connection_errors:
-                pass
-            pubsub.close()
+            listener.remove(waiter)
 
     def cleanup(self) -> int:
         """Redis expires results itself (``result_expires``); nothing to do."""
         return 0
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    return max(0.0, deadline - time.monotonic())

@@ -45,6 +45,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 import time
 import uuid
 from bisect import bisect
@@ -57,7 +58,7 @@ import redis
 import redis.exceptions
 
 from .._redis import client_from_url, connection_errors, redis_error
-from ..exceptions import BrokerUnavailable, ImproperlyConfigured
+from ..exceptions import BrokerUnavailable, ImproperlyConfigured, OperationalError
 from .base import Broker, Delivery, Envelope, QueueSpec
 
 __all__ = ["RedisBroker"]
@@ -75,6 +76,8 @@ DELAYED_TARGETS = "celeriac.delayed.targets"
 DEADLETTER = "celeriac.deadletter"
 DEFAULT_SEP = "\x06\x16"
 DEFAULT_STEPS = (0, 3, 6, 9)
+ACK_DELAY = 0.002  # seconds an ack may wait to share a round trip with others
+ACK_BATCH = 256
 
 _SCRIPTS = Path(__file__).with_name("redis_scripts")
 _PROPERTY_ORDER = ("correlation_id", "reply_to", "delivery_mode")
@@ -122,6 +125,11 @@ class RedisBroker(Broker):
         self._next_maintenance = 0.0
         self._next_due_check = 0.0
         self._bound: set[tuple[str, str, str]] = set()
+        self._acks: list[str] = []
+        self._acks_lock = threading.Lock()
+        self._ack_wakeup = threading.Event()
+        self._ack_thread: threading.Thread | None = None
+        self._closed = False
 
     # -- connection ----------------------------------------------------------
     @property
@@ -143,6 +151,12 @@ class RedisBroker(Broker):
             raise redis_error(exc, self.url, "connecting") from exc
 
     def close(self) -> None:
+        self._closed = True
+        try:
+            self.flush_acks()
+        except OperationalError:
+            pass  # not acked: those messages are restored and run again, never lost
+        self._ack_wakeup.set()
         self._client = None  # the pool is shared per process; connections return to it
 
     def key(self, name: str) -> str:
@@ -348,13 +362,50 @@ class RedisBroker(Broker):
 
     # -- settling ---------------------------------------------------------------
     def ack(self, delivery: Delivery) -> None:
+        """Acks are sent in batches, within ``ACK_DELAY``: one round trip for many tasks.
+
+        Until then the message stays recorded as held by this (live) worker, so the
+        only cost of the delay is that a worker killed inside it runs those tasks again.
+        """
         if not delivery.tag:
             return
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.zrem(self.key(UNACKED_INDEX), delivery.tag)
-            pipe.hdel(self.key(UNACKED), delivery.tag)
-            pipe.hdel(self.key(OWNERS), delivery.tag)
-            self._call("acknowledging", pipe.execute)
+        with self._acks_lock:
+            self._acks.append(delivery.tag)
+            first = len(self._acks) == 1
+            full = len(self._acks) >= ACK_BATCH
+        if full:
+            self.flush_acks()
+        elif first:
+            self._ack_wakeup.set()
+            if self._ack_thread is None or not self._ack_thread.is_alive():
+                self._ack_thread = threading.Thread(target=self._ack_loop, name="AckFlusher", daemon=True)
+                self._ack_thread.start()
+
+    def _ack_loop(self) -> None:
+        while not self._closed:
+            self._ack_wakeup.wait(1.0)
+            self._ack_wakeup.clear()
+            time.sleep(ACK_DELAY)
+            try:
+                self.flush_acks()
+            except OperationalError:
+                time.sleep(0.5)  # the broker is away; the acks are kept and sent once it is back
+
+    def flush_acks(self) -> None:
+        with self._acks_lock:
+            tags, self._acks = self._acks, []
+        if not tags:
+            return
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.key(UNACKED_INDEX), *tags)
+                pipe.hdel(self.key(UNACKED), *tags)
+                pipe.hdel(self.key(OWNERS), *tags)
+                self._call("acknowledging", pipe.execute)
+        except OperationalError:
+            with self._acks_lock:
+                self._acks[:0] = tags
+            raise
 
     def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
         if not delivery.tag:

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import Project, WorkerProcess
 from tests.integration.redis.conftest import rclient, redis_project, redis_url  # noqa: F401 - fixtures
 
-CELERY_TASKS = '''
+CELERY_TASKS = """
 import os
 from celery import Celery
 
@@ -44,7 +44,7 @@ def fail():
 @app.task(name="tasks.touch", ignore_result=True)
 def touch(name):
     open(os.path.join(os.path.dirname(os.path.abspath(__file__)), name), "w").close()
-'''
+"""
 
 CELERIAC_TASKS = CELERY_TASKS.replace("from celery import Celery", "from celeriac import Celery").replace(
     'Oops("from celery")', 'Oops("from celeriac")'
@@ -65,3 +65,11 @@ def mixed(redis_project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     redis_project.write("ctasks.py", CELERY_TASKS)
     redis_project.write("tasks.py", CELERIAC_TASKS)
     yield redis_project
+    # Celery's AsyncResult.__del__ unsubscribes through its app: let it run now, while the
+    # interpreter is whole, rather than at exit (where it prints tracebacks).
+    import gc
+
+    gc.collect()
+    ctasks = sys.modules.get("ctasks")
+    if ctasks is not None:
+        ctasks.app.close()

@@ -172,3 +172,16 @@ def test_errors_with_fields_survive_pickling(error: BaseException) -> None:
     assert copy.args == error.args
     assert copy.__dict__ == error.__dict__
     assert str(copy) == str(error)
+
+
+def test_remote_stand_in_survives_pickling() -> None:
+    import pickle
+
+    from celeriac.backends.base import exception_from_meta
+    from celeriac.exceptions import RemoteTaskError
+
+    exc = exception_from_meta({"exc_module": "not.imported.here", "exc_type": "Boom", "exc_message": ["x", 1]})
+    assert exc is not None
+    again = pickle.loads(pickle.dumps(exc))
+    assert type(again) is type(exc) and again.args == ("x", 1)
+    assert type(again).__name__ == "Boom" and isinstance(again, RemoteTaskError)

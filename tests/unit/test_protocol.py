@@ -43,6 +43,9 @@ ERRBACK: dict[str, Any] = {
 }
 
 # Each case: the keyword arguments of Celery's ``as_task_v2`` (eta/expires as datetimes).
+# Headers are compared whole, argsrepr/kwargsrepr and origin included. The cases hold no bytes
+# arguments: Celery's saferepr shows b"\xff\x00" as b'ff00' where celeriac shows Python's repr,
+# a display-only difference (workers never read argsrepr back).
 CASES: dict[str, dict[str, Any]] = {
     "plain": {"args": (2, 2), "kwargs": {}},
     "kwargs": {"args": [], "kwargs": {"x": 1, "name": "caf\u00e9", "items": [1, 2, 3]}},

@@ -15,7 +15,7 @@ from celeriac.brokers.redis import RedisBroker
 from celeriac.exceptions import OperationalError
 from tests.conftest import Project
 
-TASKS = '''
+TASKS = """
 import os, time
 from celeriac import Celery
 
@@ -46,12 +46,17 @@ def sleepy(seconds):
 @app.task
 def fail():
     raise ValueError("bad value")
-'''
+"""
 
 
 def _envelope(priority: int = 0) -> Envelope:
-    return Envelope(b"[[], {}, {}]", {"task": "tasks.add", "id": "x"}, {"priority": priority, "delivery_mode": 2},
-                    "application/json", "utf-8")
+    return Envelope(
+        b"[[], {}, {}]",
+        {"task": "tasks.add", "id": "x"},
+        {"priority": priority, "delivery_mode": 2},
+        "application/json",
+        "utf-8",
+    )
 
 
 def test_layout_is_kombus(redis_url: str, rclient: redis.Redis) -> None:
@@ -71,8 +76,11 @@ def test_layout_is_kombus(redis_url: str, rclient: redis.Redis) -> None:
     props = item["properties"]
     assert props["body_encoding"] == "base64" and props["delivery_info"] == {"exchange": "", "routing_key": "celery"}
     assert props["correlation_id"] == result.id and isinstance(props["delivery_tag"], str)
-    assert json.loads(base64.b64decode(item["body"])) == [[2, 2], {}, {"callbacks": None, "errbacks": None,
-                                                                       "chain": None, "chord": None}]
+    assert json.loads(base64.b64decode(item["body"])) == [
+        [2, 2],
+        {},
+        {"callbacks": None, "errbacks": None, "chain": None, "chord": None},
+    ]
     assert item["headers"]["task"] == "tests.integration.redis.test_redis_broker.add"
     assert item["headers"]["id"] == result.id
     app.close()
@@ -210,8 +218,7 @@ def test_results_and_failures_on_redis(redis_project: Project, rclient: redis.Re
 
 
 def test_delay_fails_fast_when_redis_is_down() -> None:
-    app = Celery("down", broker="redis://127.0.0.1:1/0", backend="redis://127.0.0.1:1/0",
-                 broker_connection_timeout=1)
+    app = Celery("down", broker="redis://127.0.0.1:1/0", backend="redis://127.0.0.1:1/0", broker_connection_timeout=1)
 
     @app.task
     def add(x: int, y: int) -> int:
