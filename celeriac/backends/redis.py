@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 import redis.exceptions
 
-from .._redis import client_from_url, connection_errors, redis_error
+from .._redis import client_from_url, connection_errors, execute_raw, redis_error
 from ..exceptions import TimeoutError
 from ._redis_listener import ResultListener
 from .base import KeyValueBackend, ResultMeta
@@ -60,7 +60,7 @@ class RedisBackend(KeyValueBackend):
             raise redis_error(exc, self.url, action) from exc
 
     def _get(self, key: str) -> bytes | None:
-        value: bytes | None = self._run("reading a result", self.client.get, key)
+        value: bytes | None = self._run("reading a result", execute_raw, self.client, ("GET", key))[0]
         return value
 
     def _mget(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -70,13 +70,8 @@ class RedisBackend(KeyValueBackend):
         return values
 
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
-        with self.client.pipeline(transaction=False) as pipe:
-            if ttl:
-                pipe.setex(key, max(1, int(ttl)), value)
-            else:
-                pipe.set(key, value)
-            pipe.publish(key, value)
-            self._run("storing a result", pipe.execute)
+        store = ("SET", key, value, "EX", max(1, int(ttl))) if ttl else ("SET", key, value)
+        self._run("storing a result", execute_raw, self.client, store, ("PUBLISH", key, value))
 
     def _delete(self, key: str) -> None:
         self._run("forgetting a result", self.client.delete, key)

@@ -57,7 +57,7 @@ from typing import Any, ClassVar
 import redis
 import redis.exceptions
 
-from .._redis import client_from_url, connection_errors, redis_error
+from .._redis import client_from_url, connection_errors, execute_raw, redis_error
 from ..exceptions import BrokerUnavailable, ImproperlyConfigured, OperationalError
 from .base import Broker, Delivery, Envelope, QueueSpec
 
@@ -246,7 +246,7 @@ class RedisBroker(Broker):
         queues = [routing_key] if not exchange else self._lookup(exchange, routing_key)
         client = self.client
         if len(queues) == 1:
-            self._call("publishing", client.lpush, self.queue_key(queues[0], priority), data)
+            self._call("publishing", execute_raw, client, ("LPUSH", self.queue_key(queues[0], priority), data))
             return
         with client.pipeline(transaction=False) as pipe:
             for queue in queues:
