@@ -123,6 +123,7 @@ def _make_client(url: str, options: Mapping[str, Any], *, timeout: float, use_ss
         return _sentinel_client(url, options, timeout=timeout, use_ssl=use_ssl)
     kwargs = connection_kwargs(url, options, timeout=timeout, use_ssl=use_ssl)
     if "unix_socket_path" in kwargs:
+        kwargs["path"] = kwargs.pop("unix_socket_path")
         pool = redis.ConnectionPool(connection_class=redis.UnixDomainSocketConnection, **kwargs)
     elif kwargs.pop("ssl", False):
         pool = redis.ConnectionPool(connection_class=redis.SSLConnection, **kwargs)

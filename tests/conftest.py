@@ -108,6 +108,7 @@ class WorkerProcess:
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
     """A directory with its own SQLite store, where tests write task modules and start workers."""
     proj = Project(tmp_path)
+    proj.monkeypatch = monkeypatch
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("CELERIAC_BROKER_URL", proj.broker_url)
@@ -131,6 +132,7 @@ class Project:
         self.broker_url = f"sqlite:///{self.db}"
         self.result_backend: str | None = None  # None: the broker's default (the same SQLite file)
         self.workers: list[WorkerProcess] = []
+        self.monkeypatch: pytest.MonkeyPatch | None = None
         self.modules: set[str] = set()
 
     def write(self, name: str, source: str) -> Path:
