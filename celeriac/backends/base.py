@@ -99,7 +99,8 @@ class ResultBackend(abc.ABC):
     # -- the interface --------------------------------------------------------
     @abc.abstractmethod
     def store(self, meta: ResultMeta) -> None:
-        """Save ``meta`` (replacing what was stored for that task id)."""
+        """Save ``meta``, replacing what was stored for that task id, except a ``SUCCESS``:
+        once a task has succeeded, a late update from a duplicate run must not undo it."""
 
     @abc.abstractmethod
     def load(self, task_id: str) -> ResultMeta | None:
@@ -360,7 +361,54 @@ class KeyValueBackend(ResultBackend):
         return f"{self.global_keyprefix}{self.key_prefix}{task_id}"
 
     def store(self, meta: ResultMeta) -> None:
-        self._set(self.task_key(meta.task_id), self.encode_meta(meta), self.expires)
+        key, value = self.task_key(meta.task_id), self.encode_meta(meta)
+        if meta.status == states.SUCCESS:
+            self._set(key, value, self.expires)
+        else:
+            self._set_unless_success(key, value, self.expires)
+
+    def _set_unless_success(self, key: str, value: bytes, ttl: float | None) -> bool:
+        """Store unless a SUCCESS is stored there. Stores that can do this atomically override it."""
+        current = self._get(key)
+        if current is not None and self._is_success(current):
+            return False
+        self._set(key, value, ttl)
+        return True
+
+    def _is_success(self, raw: bytes) -> bool:
+        from ..serialization import get_serializer
+
+        ser = get_serializer(self.serializer)
+        try:
+            data = loads(raw, ser.content_type, ser.content_encoding, self.accept)
+        except Exception:
+            return False
+        return isinstance(data, Mapping) and data.get("status") == states.SUCCESS
+
+    # -- groups (Celery's celery-taskset-meta-<group id>) ---------------------
+    def group_key(self, group_id: str) -> str:
+        if not group_id:
+            raise ValueError(f"group_id must not be empty, got {group_id!r}")
+        return f"{self.global_keyprefix}{GROUP_KEY_PREFIX}{group_id}"
+
+    def save_group(self, group_id: str, result: Any) -> None:
+        """Store a group's result tuple as Celery does: ``{"result": group.as_tuple()}``."""
+        as_tuple = result.as_tuple() if hasattr(result, "as_tuple") else result
+        self._set(self.group_key(group_id), dumps({"result": as_tuple}, self.serializer)[2], self.expires)
+
+    def restore_group(self, group_id: str) -> Any:
+        """The stored group tuple, or None."""
+        from ..serialization import get_serializer
+
+        raw = self._get(self.group_key(group_id))
+        if raw is None:
+            return None
+        ser = get_serializer(self.serializer)
+        data = loads(raw, ser.content_type, ser.content_encoding, self.accept)
+        return data.get("result") if isinstance(data, Mapping) else None
+
+    def delete_group(self, group_id: str) -> None:
+        self._delete(self.group_key(group_id))
 
     def load(self, task_id: str) -> ResultMeta | None:
         raw = self._get(self.task_key(task_id))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -45,6 +46,7 @@ class RedisBackend(KeyValueBackend):
         self._use_ssl = conf.redis_backend_use_ssl if conf is not None else None
         self._client: redis.Redis | None = None
         self._listener_obj: ResultListener | None = None
+        self._store_script: Any = None
         self._listener_pid = 0
 
     @property
@@ -72,6 +74,16 @@ class RedisBackend(KeyValueBackend):
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
         store = ("SET", key, value, "EX", max(1, int(ttl))) if ttl else ("SET", key, value)
         self._run("storing a result", execute_raw, self.client, store, ("PUBLISH", key, value))
+
+    def _set_unless_success(self, key: str, value: bytes, ttl: float | None) -> bool:
+        if self.serializer != "json":
+            return super()._set_unless_success(key, value, ttl)
+        if self._store_script is None:
+            self._store_script = self.client.register_script(
+                (Path(__file__).with_name("redis_scripts") / "store_unless_success.lua").read_text()
+            )
+        stored = self._run("storing a result", self._store_script, [key], [value, max(1, int(ttl)) if ttl else 0])
+        return bool(stored)
 
     def _delete(self, key: str) -> None:
         self._run("forgetting a result", self.client.delete, key)

@@ -74,6 +74,19 @@ class SQLiteBackend(KeyValueBackend):
             self._next_sweep = now + _SWEEP_EVERY
             self.cleanup()
 
+    def _set_unless_success(self, key: str, value: bytes, ttl: float | None) -> bool:
+        if self.serializer != "json":
+            return super()._set_unless_success(key, value, ttl)
+        # One statement: the check and the write can't interleave with another writer's.
+        cursor = self.db.execute(
+            "INSERT INTO celeriac_results (key, value, expires) VALUES (?, ?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires"
+            " WHERE json_extract(CAST(celeriac_results.value AS TEXT), '$.status') IS NOT 'SUCCESS'"
+            " OR (celeriac_results.expires IS NOT NULL AND celeriac_results.expires <= ?)",
+            (key, value, time.time() + ttl if ttl else None, time.time()),
+        )
+        return cursor.rowcount > 0
+
     def _delete(self, key: str) -> None:
         self.db.execute("DELETE FROM celeriac_results WHERE key = ?", (key,))
 

@@ -343,3 +343,20 @@ def test_celeriac_reads_celery_results(app: Celery, celery_app: celery.Celery) -
     assert app.AsyncResult(limit).traceback == "tb"
     with pytest.raises(ModuleLevelError, match="theirs"):
         app.AsyncResult(custom).get(timeout=1)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_late_update_never_undoes_success(kind: str, tmp_path: Path) -> None:
+    url = "memory://" if kind == "memory" else f"sqlite:///{tmp_path}/final.db"
+    app = Celery("final", broker="memory://", backend=url)
+    backend = app.backend
+    task_id = f"final-{kind}-{uuid.uuid4()}"
+    backend.store_result(task_id, 42, "SUCCESS")
+    backend.store_result(task_id, ValueError("late duplicate"), "FAILURE")
+    backend.store_result(task_id, None, "RETRY")
+    assert app.AsyncResult(task_id).get(timeout=5) == 42
+    other = f"other-{uuid.uuid4()}"
+    backend.store_result(other, None, "STARTED")
+    backend.store_result(other, ValueError("x"), "FAILURE")
+    assert app.AsyncResult(other).state == "FAILURE"
+    app.close()

@@ -212,8 +212,11 @@ def test_results_and_failures_on_redis(redis_project: Project, rclient: redis.Re
     result.forget()
     assert result.state == "PENDING" and not rclient.exists(f"celery-task-meta-{result.id}")
     assert "RedisBackend" in repr(app.backend)
-    # get() unsubscribes: nothing is left subscribed in this process.
-    assert all(not ch.startswith(b"celery-task-meta") for ch in rclient.pubsub_channels())
+    # get() unsubscribes (asynchronously, through the listener thread): nothing stays subscribed.
+    deadline = time.time() + 10
+    while rclient.pubsub_channels(b"celery-task-meta-*") and time.time() < deadline:
+        time.sleep(0.05)
+    assert rclient.pubsub_channels(b"celery-task-meta-*") == []
     assert worker.stop() == 0
 
 
@@ -229,4 +232,23 @@ def test_delay_fails_fast_when_redis_is_down() -> None:
         add.delay(1, 2)
     assert time.monotonic() - started < 5
     assert "127.0.0.1:1" in str(info.value)
+    app.close()
+
+
+def test_success_is_final_and_groups_use_celerys_keys(redis_url: str, rclient: redis.Redis) -> None:
+    app = Celery("final", broker=redis_url, backend=redis_url)
+    backend = app.backend
+    backend.store_result("t1", 42, "SUCCESS")
+    backend.store_result("t1", ValueError("late duplicate"), "FAILURE")
+    backend.store_result("t1", None, "STARTED")
+    assert app.AsyncResult("t1").get(timeout=5) == 42
+    backend.store_result("t2", None, "STARTED")
+    backend.store_result("t2", 7, "SUCCESS")
+    assert app.AsyncResult("t2").get(timeout=5) == 7
+    backend.save_group("g1", (("g1", None), [(("t1", None), None), (("t2", None), None)]))  # type: ignore[attr-defined]
+    stored = json.loads(rclient.get("celery-taskset-meta-g1"))
+    assert stored == {"result": [["g1", None], [[["t1", None], None], [["t2", None], None]]]}
+    assert backend.restore_group("g1") == stored["result"]  # type: ignore[attr-defined]
+    backend.delete_group("g1")  # type: ignore[attr-defined]
+    assert backend.restore_group("g1") is None  # type: ignore[attr-defined]
     app.close()
