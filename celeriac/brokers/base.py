@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-__all__ = ["Broker", "Delivery", "Envelope", "QueueSpec"]
+__all__ = ["Broker", "Delivery", "Envelope", "QueueSpec", "Subscription"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +69,29 @@ class QueueSpec:
     durable: bool = True
     max_priority: int | None = None
     queue_arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Subscription(abc.ABC):
+    """Messages broadcast on a fanout exchange, from the moment of subscribing. Close it when done."""
+
+    @abc.abstractmethod
+    def get(self, timeout: float) -> Envelope | None:
+        """The next message, or None after ``timeout`` seconds."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Envelope]:
+        while True:
+            envelope = self.get(1.0)
+            if envelope is not None:
+                yield envelope
 
 
 class Broker(abc.ABC):
@@ -142,11 +164,16 @@ class Broker(abc.ABC):
         """How many messages wait in ``queue`` (ready or scheduled); those held by a consumer are not counted."""
         raise NotImplementedError(f"{type(self).__name__} can't count messages")
 
-    def broadcast(self, exchange: str, envelope: Envelope) -> None:
-        raise NotImplementedError(f"{type(self).__name__} has no fanout")
+    def broadcast(self, exchange: str, envelope: Envelope, *, routing_key: str = "") -> None:
+        """Send to every current subscriber of the fanout ``exchange`` (only if ``supports_fanout``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no fanout (supports_fanout is False)")
 
-    def subscribe(self, exchange: str) -> AbstractContextManager[Iterator[Envelope]]:
-        raise NotImplementedError(f"{type(self).__name__} has no fanout")
+    def subscribe(self, exchange: str, *, routing_key: str = "") -> Subscription:
+        """Start receiving what is broadcast on ``exchange`` from now on (only if ``supports_fanout``).
+
+        ``routing_key`` is the binding key: ``""`` for plain fanout (remote control), ``"#"`` for
+        everything sent with any routing key (events)."""
+        raise NotImplementedError(f"{type(self).__name__} has no fanout (supports_fanout is False)")
 
     def info(self) -> dict[str, Any]:
         """What to show in banners and reports (never credentials)."""

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import threading
 import time
@@ -59,9 +60,11 @@ import redis.exceptions
 
 from .._redis import client_from_url, connection_errors, execute_raw, redis_error
 from ..exceptions import BrokerUnavailable, ImproperlyConfigured, OperationalError
-from .base import Broker, Delivery, Envelope, QueueSpec
+from .base import Broker, Delivery, Envelope, QueueSpec, Subscription
 
 __all__ = ["RedisBroker"]
+
+logger = logging.getLogger("celeriac.brokers.redis")
 
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
@@ -321,10 +324,10 @@ class RedisBroker(Broker):
         )
         return [self._delivery(key, _text(tag), item)]
 
-    def _delivery(self, key: str, tag: str, item: bytes | str) -> Delivery:
+    def _delivery(self, key: str, tag: str, item: bytes | str, *, strict: bool = False) -> Delivery:
         queue = self._queue_of_key(key)
         raw = item if isinstance(item, bytes) else item.encode()
-        if not tag:
+        if not tag and not strict:
             # Already dead-lettered by the script; handed on so the worker logs it.
             return Delivery(
                 Envelope(raw, {}, {}, "application/x-celeriac-malformed", "binary"), queue, "", False, "", queue
@@ -546,6 +549,25 @@ class RedisBroker(Broker):
             except redis.exceptions.LockError:
                 pass
 
+    # -- fanout -------------------------------------------------------------------
+    def fanout_topic(self, exchange: str, routing_key: str = "") -> str:
+        """kombu's channel name: ``/<db>.<exchange>`` or ``/<db>.<exchange>/<routing key>``."""
+        db = self.client.connection_pool.connection_kwargs.get("db", 0)
+        base = f"{self.prefix}/{db}.{exchange}"
+        return f"{base}/{routing_key}" if routing_key else base
+
+    def broadcast(self, exchange: str, envelope: Envelope, *, routing_key: str = "") -> None:
+        payload = self._payload(envelope, exchange, routing_key, self.kombu_priority(envelope.priority))
+        self._call("broadcasting", execute_raw, self.client,
+                   ("PUBLISH", self.fanout_topic(exchange, routing_key), json.dumps(payload)))  # fmt: skip
+
+    def subscribe(self, exchange: str, *, routing_key: str = "") -> Subscription:
+        # kombu binds fanout queues with '#' and subscribes to the pattern with '*'.
+        pattern = (
+            self.fanout_topic(exchange, routing_key.replace("#", "*")) if routing_key else self.fanout_topic(exchange)
+        )
+        return _RedisSubscription(self, pattern)
+
     # -- queues ------------------------------------------------------------------
     def purge(self, queue: str) -> int:
         with self.client.pipeline(transaction=True) as pipe:
@@ -574,6 +596,35 @@ class RedisBroker(Broker):
         from ..config import mask_url
 
         return {"transport": "redis", "url": mask_url(self.url)}
+
+
+class _RedisSubscription(Subscription):
+    def __init__(self, broker: RedisBroker, pattern: str) -> None:
+        self._broker = broker
+        self._pubsub: Any = broker.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        broker._call("subscribing", self._pubsub.psubscribe, pattern)
+
+    def get(self, timeout: float) -> Envelope | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            message = self._broker._call("receiving", self._pubsub.get_message, True, max(0.0, remaining))
+            if message is not None and message.get("type") in ("message", "pmessage"):
+                try:
+                    return self._broker._delivery(
+                        _text(message.get("channel")), "", message["data"], strict=True
+                    ).envelope
+                except (ValueError, TypeError, AttributeError) as exc:
+                    # A broadcast nobody can read must not stop the others from being received.
+                    logger.warning("ignored a malformed broadcast on %s: %s", _text(message.get("channel")), exc)
+            if remaining <= 0:
+                return None
+
+    def close(self) -> None:
+        try:
+            self._pubsub.close()
+        except connection_errors:
+            pass
 
 
 def _text(value: Any) -> str:

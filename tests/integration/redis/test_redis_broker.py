@@ -252,3 +252,35 @@ def test_success_is_final_and_groups_use_celerys_keys(redis_url: str, rclient: r
     backend.delete_group("g1")  # type: ignore[attr-defined]
     assert backend.restore_group("g1") is None  # type: ignore[attr-defined]
     app.close()
+
+
+def test_fanout_is_kombus_in_both_directions(redis_url: str) -> None:
+    import kombu
+
+    broker = RedisBroker(redis_url)
+    with kombu.Connection(redis_url) as conn:
+        exchange = kombu.Exchange("fan.test", type="fanout", durable=False)
+        queue = kombu.Queue("fan.test.q", exchange=exchange, auto_delete=True)
+        received: list[dict[str, object]] = []
+        with conn.Consumer(queue, callbacks=[lambda body, message: received.append(body)], accept=["json"]):
+            with broker.subscribe("fan.test") as subscription:
+                # kombu -> celeriac
+                conn.Producer().publish({"hello": "celeriac"}, exchange=exchange, serializer="json")
+                envelope = subscription.get(5)
+                assert envelope is not None and json.loads(envelope.body) == {"hello": "celeriac"}
+                # celeriac -> kombu (and to our own subscriber); kombu subscribes on its first drain.
+                try:
+                    conn.drain_events(timeout=0.3)
+                except TimeoutError:
+                    pass
+                broker.broadcast("fan.test", Envelope(b'{"hello": "kombu"}', {}, {}, "application/json", "utf-8"))
+                deadline = time.time() + 5
+                while not received and time.time() < deadline:
+                    try:
+                        conn.drain_events(timeout=0.2)
+                    except TimeoutError:
+                        pass
+                assert received == [{"hello": "kombu"}]
+                again = subscription.get(5)
+                assert again is not None and json.loads(again.body) == {"hello": "kombu"}
+                assert subscription.get(0.1) is None
