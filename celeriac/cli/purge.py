@@ -41,3 +41,16 @@ def purge(cli: CLIContext, force: bool, queues: list[str], exclude_queues: list[
         cli.echo(f"Purged {purged} message{'' if purged == 1 else 's'} from {len(names)} known task queue{plural}.")
     else:
         cli.echo(f"No messages purged from {len(names)} queue{plural}.")
+
+
+@click.command(name="purge-results", context_settings={"help_option_names": ["-h", "--help"]})
+@app_option
+@pass_cli
+def purge_results(cli: CLIContext) -> None:
+    """Delete stored results older than result_expires (what the celery.backend_cleanup task does)."""
+    backend = cli.app.backend
+    cleanup = getattr(backend, "cleanup", None)
+    if cleanup is None:
+        raise click.UsageError(f"{backend!r} has no cleanup: it expires results itself, or keeps none")
+    removed = cleanup()
+    cli.echo(f"Deleted {removed} expired result{'' if removed == 1 else 's'}.")

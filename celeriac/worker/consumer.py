@@ -65,6 +65,9 @@ The message headers:
 The delivery info for this task is:
 %s"""
 
+# How often a waiting loop looks for a stop request (signal handlers only set a flag).
+STOP_CHECK = 0.2
+
 # An ETA closer than this is kept by the worker: handing it back would cost more than it saves.
 DEFER_AFTER = 1.0
 
@@ -102,13 +105,13 @@ class Consumer:
         self._seq = itertools.count()
         self._buckets: dict[str, tuple[float, TokenBucket]] = {}
         self._slot_freed = threading.Event()
-        self._stop = threading.Event()
+        self._stopping = False
         self._stopping_cold = False
         self._failures = 0  # consecutive broker errors, for the reconnect backoff
 
     # -- the loop ----------------------------------------------------------------
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping:
             self._dispatch()
             room = self.prefetch_limit - self.outstanding()
             if room > 0:
@@ -120,7 +123,7 @@ class Consumer:
                     self._failures += 1
                     backoff = min(10.0, 0.5 * 2 ** (self._failures - 1))
                     logger.error("consumer: Cannot reach the broker: %s. Trying again in %.1f seconds...", exc, backoff)
-                    self._stop.wait(backoff)
+                    self._pause(backoff)
                     continue
                 if self._failures:
                     logger.info("consumer: Connected to the broker again; resuming")
@@ -129,12 +132,26 @@ class Consumer:
                     self._on_delivery(delivery)
                 if deliveries or not waiting:
                     continue
-            self._slot_freed.wait(self._idle_timeout())
-            self._slot_freed.clear()
+            self._pause(self._idle_timeout(), wake=self._slot_freed)
+
+    def _pause(self, seconds: float, wake: threading.Event | None = None) -> None:
+        """Sleep up to ``seconds``, in short steps so a stop request is seen within STOP_CHECK."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            step = min(remaining, STOP_CHECK)
+            if wake is None:
+                time.sleep(step)
+            elif wake.wait(step):
+                wake.clear()
+                return
 
     def stop(self) -> None:
-        self._stop.set()
-        self._slot_freed.set()
+        """Ask the loop to end. Safe in a signal handler: it only sets a flag (taking a lock there
+        could deadlock against the very frame the signal interrupted)."""
+        self._stopping = True
 
     def outstanding(self) -> int:
         with self._lock:
