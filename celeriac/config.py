@@ -380,7 +380,9 @@ def _check_urls(key: str, value: Any, known: frozenset[str]) -> Any:
     for url in urls:
         if not isinstance(url, str):
             raise ImproperlyConfigured(f"{key}: expected a URL string, got {url!r}", key=key)
-        for part in url.split(";"):
+        # ";" separates failover URLs, except in cache+memcached:// where it separates servers.
+        parts = [url] if url.startswith("cache+") else url.split(";")
+        for part in parts:
             if part.strip():
                 check_url(key, part.strip(), known)
     return value

@@ -122,6 +122,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
                 worker._reap()
     for name in list(sys.modules):
         if name in proj.modules:
+            app = getattr(sys.modules[name], "app", None)
+            if hasattr(app, "close"):
+                app.close()  # the test's client connections (sockets are ResourceWarnings otherwise)
             del sys.modules[name]
 
 

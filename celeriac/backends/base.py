@@ -46,6 +46,8 @@ TASK_KEY_PREFIX = "celery-task-meta-"
 GROUP_KEY_PREFIX = "celery-taskset-meta-"
 CHORD_KEY_PREFIX = "chord-unlock-"
 
+POLL_START = 0.005  # seconds before the second look at a polled store
+
 _EXTENDED_FIELDS = ("name", "args", "kwargs", "worker", "retries", "queue")
 
 
@@ -114,16 +116,25 @@ class ResultBackend(abc.ABC):
         """Release connections."""
 
     def wait_for(self, task_id: str, *, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
-        """Block until the task is ready; raises :class:`~celeriac.exceptions.TimeoutError` after ``timeout``."""
+        """Block until the task is ready; raises :class:`~celeriac.exceptions.TimeoutError` after ``timeout``.
+
+        Stores that must be polled are read with a backoff: 5 ms after the first
+        look, doubling up to ``interval``, so a quick task is seen quickly and a
+        slow one costs the store a couple of reads a second.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        step = POLL_START
         while True:
             meta = self.get_meta(task_id)
             if meta.ready:
                 return meta
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
-            wait = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
+            wait = min(step, interval)
+            if deadline is not None:
+                wait = max(0.0, min(wait, deadline - time.monotonic()))
             self._sleep_until_change(task_id, wait)
+            step = min(step * 2, max(interval, POLL_START))
 
     def _sleep_until_change(self, task_id: str, seconds: float) -> None:
         """Wait up to ``seconds`` for a change; stores with notifications override this."""

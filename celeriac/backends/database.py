@@ -17,7 +17,7 @@ The ``result`` column holds a pickle because that is Celery's column type; it is
 only ever read from this database, never from a message.
 
 One pooled engine per process and URL (a forked child makes its own). ``get()``
-polls with a backoff (from a few milliseconds up to ``interval``), so a waiting
+polls with the base class's backoff (from 5 ms up to ``interval``), so a waiting
 client costs the database at most a couple of small queries per second.
 ``result_expires`` is applied by :meth:`cleanup` (``celeriac purge-results``, or the
 ``celery.backend_cleanup`` task).
@@ -148,7 +148,12 @@ class DatabaseBackend(ResultBackend):
             metadata = sa.MetaData()
             self._task, self._group = _tables(metadata, self.table_names, self.table_schemas)
             try:
-                metadata.create_all(self.engine, checkfirst=True)
+                try:
+                    metadata.create_all(self.engine, checkfirst=True)
+                except sa.exc.SQLAlchemyError:
+                    # Another process created the tables between our check and our CREATE: check again.
+                    time.sleep(0.05)
+                    metadata.create_all(self.engine, checkfirst=True)
                 # A table created earlier (e.g. by Celery without result_extended) may lack columns.
                 inspector = sa.inspect(self.engine)
                 self._columns = {c["name"] for c in inspector.get_columns(self._task.name, schema=self._task.schema)}
@@ -258,23 +263,6 @@ class DatabaseBackend(ResultBackend):
         self._setup()
         with self.engine.begin() as conn:
             conn.execute(self._task.delete().where(self._task.c.task_id == task_id))
-
-    def _sleep_until_change(self, task_id: str, seconds: float) -> None:
-        # Backoff: 5 ms after the first look, doubling up to the caller's interval.
-        step = getattr(self._local, "step", 0.005)
-        time.sleep(min(step, seconds))
-        self._local.step = min(step * 2, max(seconds, 0.005))
-
-    def wait_for(self, task_id: str, *, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
-        self._local.step = 0.005
-        return super().wait_for(task_id, timeout=timeout, interval=interval)
-
-    @property
-    def _local(self) -> threading.local:
-        local: threading.local | None = self.__dict__.get("_local_store")
-        if local is None:
-            local = self.__dict__["_local_store"] = threading.local()
-        return local
 
     # -- groups and cleanup ---------------------------------------------------------
     def save_group(self, group_id: str, result: Any) -> None:

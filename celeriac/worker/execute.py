@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .. import signals, states
 from .._state import current_task_var
 from ..canvas import Signature
-from ..exceptions import EncodeError, Ignore, Reject, Retry
+from ..exceptions import Ignore, Reject, Retry
 from ..protocol import saferepr
 
 if TYPE_CHECKING:
@@ -165,10 +165,15 @@ def _on_success(
     if backend is not None and not ignore_result:
         try:
             backend.store_result(_tid(ctx), retval, states.SUCCESS, request=ctx)
-        except EncodeError as exc:
-            # The task ran, but its value can't be stored: record that as the failure it is.
+        except Exception as exc:
+            # The task ran, but its value can't be stored (can't be serialized, too big for the
+            # store, store down): record that as the failure it is, never lose the outcome.
+            logger.error("could not store the result of %s[%s]: %s", task.name, _tid(ctx), exc)
             einfo = ExceptionInfo(exc)
-            backend.store_result(_tid(ctx), exc, states.FAILURE, einfo.traceback, request=ctx)
+            try:
+                backend.store_result(_tid(ctx), exc, states.FAILURE, einfo.traceback, request=ctx)
+            except Exception:
+                logger.exception("could not store the failure of %s[%s] either", task.name, _tid(ctx))
             return Outcome(
                 _tid(ctx),
                 task.name,

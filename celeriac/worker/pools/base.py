@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import abc
+import logging
 import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ... import states
 from ...exceptions import SoftTimeLimitExceeded
-from ..execute import Outcome, execute
+from ..execute import ACK, Outcome, execute
 
 if TYPE_CHECKING:
     from ...app import Celery
 
 __all__ = ["Job", "Outcome", "Pool", "run_job"]
+
+logger = logging.getLogger("celeriac.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +92,22 @@ def _raise_soft_limit(signum: int, frame: Any) -> None:
 
 
 def run_job(app: Celery, job: Job) -> Outcome:
-    """Execute ``job`` in this thread; arms the soft time limit when this is the main thread."""
+    """Execute ``job`` in this thread; arms the soft time limit when this is the main thread.
+
+    Always returns an outcome (the machinery failing is a failure of that job, reported to
+    the parent with ``stored=False``), so a pool can't end up holding a message forever.
+    """
+    try:
+        return _run_job(app, job)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        logger.exception("internal error running %s[%s]", job.task_name, job.task_id)
+        return Outcome(job.task_id, job.task_name, states.FAILURE, 0.0, ACK, exc_repr=repr(exc),
+                       exc_type=type(exc).__name__, stored=False)  # fmt: skip
+
+
+def _run_job(app: Celery, job: Job) -> Outcome:
     from ...task import Context
 
     task = app.tasks[job.task_name]

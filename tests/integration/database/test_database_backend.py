@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime
 
 import pytest
@@ -56,21 +58,29 @@ def test_cleanup_deletes_expired_results(database: Database) -> None:
 
 
 def test_celery_reads_celeriac_results_and_back(database: Database) -> None:
-    import celery
-
     ours = _app(database, result_extended=True)
     ours.backend.store_result("from-celeriac", [1, "two"], "SUCCESS")
     ours.backend.store_result("failed-celeriac", ZeroDivisionError("zero"), "FAILURE")
-    theirs = celery.Celery("dbtest", broker="memory://", backend=database.url, **database.settings)
-    assert theirs.AsyncResult("from-celeriac").get(timeout=5) == [1, "two"]
-    with pytest.raises(ZeroDivisionError):
-        theirs.AsyncResult("failed-celeriac").get(timeout=5)
-    theirs.backend.store_result("from-celery", {"x": 1}, "SUCCESS")
-    theirs.backend.store_result("failed-celery", ValueError("bad"), "FAILURE")
+    # Celery in its own process: its SQLAlchemy models are module-level and configured once per process.
+    code = f"""
+import celery
+app = celery.Celery("dbtest", broker="memory://", backend={database.url!r}, **{database.settings!r})
+assert app.AsyncResult("from-celeriac").get(timeout=5) == [1, "two"]
+try:
+    app.AsyncResult("failed-celeriac").get(timeout=5)
+except ZeroDivisionError:
+    pass
+else:
+    raise SystemExit("no ZeroDivisionError")
+app.backend.store_result("from-celery", {{"x": 1}}, "SUCCESS")
+app.backend.store_result("failed-celery", ValueError("bad"), "FAILURE")
+print("celery ok")
+"""
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "celery ok" in done.stdout, done.stderr
     assert ours.AsyncResult("from-celery").get(timeout=5) == {"x": 1}
     with pytest.raises(ValueError, match="bad"):
         ours.AsyncResult("failed-celery").get(timeout=5)
-    theirs.close()
 
 
 def test_the_tutorial_with_a_database_backend(project: Project, database: Database) -> None:
