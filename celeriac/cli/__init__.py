@@ -87,13 +87,14 @@ def help_(ctx: click.Context) -> None:
 
 def _register() -> None:
     from .call import call
+    from .multi import multi
     from .purge import purge, purge_results
     from .report import report
     from .result import result
     from .shell import shell
     from .worker import worker
 
-    for command in (worker, call, result, purge, purge_results, report, shell):
+    for command in (worker, call, result, purge, purge_results, report, shell, multi):
         celeriac.add_command(command)
 
 
