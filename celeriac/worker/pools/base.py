@@ -6,12 +6,13 @@ import abc
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ... import states
-from ...exceptions import SoftTimeLimitExceeded
+from ...exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from ..execute import ACK, Outcome, execute
 
 if TYPE_CHECKING:
@@ -87,18 +88,45 @@ class Pool(abc.ABC):
         return []
 
 
-def _raise_soft_limit(signum: int, frame: Any) -> None:
-    raise SoftTimeLimitExceeded()
+class _Alarms:
+    """SIGALRM-based limits for a job run in the main thread: the soft limit raises
+    SoftTimeLimitExceeded in the task; with ``hard`` the hard limit raises TimeLimitExceeded
+    (for the solo pool; prefork's parent kills the child instead)."""
+
+    def __init__(self, soft: float | None, hard: float | None) -> None:
+        self.soft, self.hard = soft, hard
+        self.started = time.monotonic()
+
+    def arm(self) -> bool:
+        first = self.soft or self.hard
+        if not first:
+            return False
+        signal.signal(signal.SIGALRM, self._fire)
+        signal.setitimer(signal.ITIMER_REAL, first)
+        return True
+
+    def _fire(self, signum: int, frame: Any) -> None:
+        elapsed = time.monotonic() - self.started
+        if self.soft and elapsed < (self.hard or float("inf")) and not getattr(self, "soft_done", False):
+            self.soft_done = True
+            if self.hard:
+                signal.setitimer(signal.ITIMER_REAL, max(0.001, self.hard - elapsed))
+            raise SoftTimeLimitExceeded()
+        raise TimeLimitExceeded(self.hard)
+
+    @staticmethod
+    def disarm() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def run_job(app: Celery, job: Job) -> Outcome:
-    """Execute ``job`` in this thread; arms the soft time limit when this is the main thread.
+def run_job(app: Celery, job: Job, *, hard_limit_in_process: bool = False) -> Outcome:
+    """Execute ``job`` in this thread; arms the time limits when this is the main thread.
 
     Always returns an outcome (the machinery failing is a failure of that job, reported to
     the parent with ``stored=False``), so a pool can't end up holding a message forever.
     """
     try:
-        return _run_job(app, job)
+        return _run_job(app, job, hard_limit_in_process)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:
@@ -107,18 +135,17 @@ def run_job(app: Celery, job: Job) -> Outcome:
                        exc_type=type(exc).__name__, stored=False)  # fmt: skip
 
 
-def _run_job(app: Celery, job: Job) -> Outcome:
+def _run_job(app: Celery, job: Job, hard_limit_in_process: bool) -> Outcome:
     from ...task import Context
 
     task = app.tasks[job.task_name]
     ctx = Context(**job.request)
     armed = False
-    if job.soft_time_limit and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGALRM, _raise_soft_limit)
-        signal.setitimer(signal.ITIMER_REAL, job.soft_time_limit)
-        armed = True
+    if threading.current_thread() is threading.main_thread():
+        hard = job.time_limit if hard_limit_in_process else None
+        armed = _Alarms(job.soft_time_limit, hard).arm()
     try:
         return execute(app, task, ctx)
     finally:
         if armed:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            _Alarms.disarm()

@@ -1,7 +1,9 @@
 """Solo pool: runs each task in the worker's main thread, one at a time.
 
-Good for debugging and for tasks that must not share a process; soft time
-limits work (SIGALRM), hard ones are not enforced.
+Good for debugging and for tasks that must not share a process. Time limits use
+SIGALRM: ``SoftTimeLimitExceeded`` then ``TimeLimitExceeded`` are raised inside the
+task (the worker can't replace its own process; a task that catches them and goes
+on can't be stopped).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class SoloPool(Pool):
     def submit(self, job: Job, on_done: OnDone) -> None:
         self._busy = True
         try:
-            outcome = run_job(self.app, job)
+            outcome = run_job(self.app, job, hard_limit_in_process=True)
         finally:
             self._busy = False
         on_done(outcome.without_objects())

@@ -56,6 +56,21 @@ def hard():
     time.sleep(30)
 
 
+@app.task(soft_time_limit=0.5)
+def soft_loop():
+    try:
+        for _ in range(3000):
+            time.sleep(0.01)
+    except SoftTimeLimitExceeded:
+        return "caught soft limit"
+
+
+@app.task(time_limit=1)
+def hard_loop():
+    for _ in range(3000):
+        time.sleep(0.01)
+
+
 @app.task(ignore_result=True)
 def fire_and_forget(tag):
     open(os.path.join(HERE, tag), "w").close()
@@ -141,6 +156,18 @@ def test_retry_then_success_and_autoretry_exhaustion(features: Project) -> None:
     with pytest.raises(KeyError):
         failing.get(timeout=30)
     assert worker.output.count(f"Task tasks.always_fails[{failing.id}] retry") == 2
+    assert worker.stop() == 0
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_time_limits_in_threads_and_solo(features: Project, pool: str) -> None:
+    worker = features.worker("tasks", "-P", pool, "-c", "2")
+    from tasks import add, hard_loop, soft_loop  # type: ignore[import-not-found]
+
+    assert soft_loop.delay().get(timeout=30) == "caught soft limit"
+    with pytest.raises(TimeLimitExceeded):
+        hard_loop.delay().get(timeout=30)
+    assert add.delay(1, 1).get(timeout=30) == 2  # the pool still has its slots
     assert worker.stop() == 0
 
 
