@@ -10,6 +10,7 @@ from ._state import current_app, current_task
 from ._version import __version__
 from .app import Celery, shared_task
 from .canvas import Signature, maybe_signature, signature, subtask
+from .queues import Exchange, Queue
 from .result import AsyncResult, EagerResult
 from .task import Task
 
@@ -25,6 +26,8 @@ __all__ = [
     "AsyncResult",
     "Celery",
     "EagerResult",
+    "Exchange",
+    "Queue",
     "Signature",
     "Task",
     "__version__",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -15,12 +16,13 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _state, signals
 from .backends import ResultBackend, create_backend
-from .brokers import Broker, create_broker
-from .brokers.base import Envelope
+from .brokers import Broker, broker_class, create_broker
+from .brokers.base import Envelope, QueueSpec
 from .canvas import Signature
 from .config import Settings, load_object
 from .exceptions import ImproperlyConfigured, OperationalError
 from .protocol import TaskMessage, encode
+from .queues import QUEUE_SETTINGS, destination, queue_spec
 from .registry import TaskRegistry, gen_task_name
 from .result import AsyncResult
 from .routing import Router, annotate_task, queue_not_found
@@ -35,6 +37,13 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_BROKER_URL = "sqlite://"
+
+# Applied to every app unless ``fixups=`` says otherwise; each is called with the app and
+# does nothing unless its framework is in use (the Django one: DJANGO_SETTINGS_MODULE is set).
+BUILTIN_FIXUPS = ("celeriac.contrib.django.fixup:fixup",)
+
+# apply_async options that Celery hands to the broker as message properties (SQS FIFO queues read them).
+BROKER_MESSAGE_PROPERTIES = ("MessageGroupId", "MessageDeduplicationId")
 
 # Functions decorated with @shared_task, registered with every app as it is created.
 _shared_tasks: list[BaseTask[Any, Any]] = []
@@ -55,6 +64,9 @@ class Celery:
             broker, the same SQLite file).
         include: modules the worker imports at start-up (where tasks are defined).
         set_as_current: make this the current app (the one ``shared_task`` uses).
+        fixups: import paths of callables ``fixup(app)`` applied when the app is created
+            (default: :data:`BUILTIN_FIXUPS`, the Django fixup, which acts only when
+            ``DJANGO_SETTINGS_MODULE`` is set; see :mod:`celeriac.contrib.django`).
         **kwargs: any setting, e.g. ``task_serializer='json'``.
     """
 
@@ -102,10 +114,13 @@ class Celery:
         self.task_cls: type[BaseTask[Any, Any]] = task_cls or BaseTask  # type: ignore[assignment]
         self.tasks = TaskRegistry()
         self.finalized = False
-        self.oid = str(uuid.uuid4())
+        self._oid = str(uuid.uuid4())
+        self._oid_pid = os.getpid()
         self._lock = threading.RLock()
         self._broker: Broker | None = None
         self._broker_pid: int | None = None
+        self._declared_queues: set[str] = set()  # declared through self._broker before the first publish
+        self._queue_specs: dict[tuple[Any, ...], QueueSpec] = {}
         self._backend: ResultBackend | None = None
         self._router: Router | None = None
         self._autodiscover: list[tuple[Any, str]] = []
@@ -114,6 +129,8 @@ class Celery:
         self.on_after_configure = Signal("app.on_after_configure")
         self.on_after_finalize = Signal("app.on_after_finalize")
         self.on_after_fork = Signal("app.on_after_fork")
+        self.fixups = tuple(BUILTIN_FIXUPS if fixups is None else fixups)
+        self._fixups = [(load_object(f) if isinstance(f, str) else f)(self) for f in self.fixups]
         self._register_builtin_tasks()
         with _shared_lock:
             for task in _shared_tasks:
@@ -134,6 +151,13 @@ class Celery:
     def Task(self) -> type[BaseTask[Any, Any]]:
         """The base class for this app's tasks (subclass it for class-based tasks)."""
         return self.task_cls
+
+    @property
+    def oid(self) -> str:
+        """This app's id in this process (a forked child gets its own): the ``reply_to`` of the tasks it sends."""
+        if self._oid_pid != os.getpid():
+            self._oid, self._oid_pid = str(uuid.uuid4()), os.getpid()
+        return self._oid
 
     @property
     def origin_name(self) -> str:
@@ -326,6 +350,7 @@ class Celery:
                 broker = self.create_broker()
                 broker.open()
                 self._broker, self._broker_pid = broker, pid
+                self._declared_queues = set()
             return self._broker
 
     connection_for_read = connection_for_write
@@ -335,6 +360,7 @@ class Celery:
         options = {
             "connect_timeout": float(self.conf.broker_connection_timeout),
             "use_ssl": self.conf.broker_use_ssl,
+            **{key.removeprefix("broker_"): self.conf[key] for key in broker_class(self.broker_url).app_settings},
             **(self.conf.broker_transport_options or {}),
         }
         return create_broker(self.broker_url, options)
@@ -392,6 +418,25 @@ class Celery:
         if isinstance(queues, Mapping):
             return list(queues)
         return [q if isinstance(q, str) else q.name for q in queues]
+
+    def queue_spec(self, name: str, queue: Any = None) -> QueueSpec:
+        """How queue ``name`` is declared (``task_queues`` and Celery's defaults; see :mod:`celeriac.queues`)."""
+        if queue is not None:
+            return queue_spec(self, name, queue)
+        # Sending a task asks for this every time: remembered for as long as the settings it reads stay the same.
+        key = (
+            name,
+            *(
+                (id(v), len(v)) if isinstance(v, (list, tuple, dict)) else v
+                for v in map(self.conf.__getitem__, QUEUE_SETTINGS)
+            ),
+        )
+        spec = self._queue_specs.get(key)
+        if spec is None:
+            if len(self._queue_specs) > 1000:
+                self._queue_specs.clear()
+            spec = self._queue_specs[key] = queue_spec(self, name)
+        return spec
 
     def check_queue(self, name: str) -> None:
         if self.conf.task_create_missing_queues or not self.conf.task_queues:
@@ -497,11 +542,20 @@ class Celery:
             extra_headers=headers,
         )
         envelope = encode(message, serializer)
-        exchange = route.get("exchange") or ""
-        routing_key = queue if not exchange else (route.get("routing_key") or queue)
-        self._publish(envelope, message, exchange=exchange, routing_key=routing_key, queue=queue, eta=eta_dt)
+        extra = {key: options[key] for key in BROKER_MESSAGE_PROPERTIES if options.get(key) is not None}
+        if extra:
+            envelope = dataclasses.replace(envelope, properties={**envelope.properties, **extra})
+        spec = self.queue_spec(queue, route.get("queue_object"))
+        exchange, routing_key = (
+            destination(spec, route) if broker_class(self.broker_url).exchange_routing else ("", queue)
+        )
+        if not ignore_result:
+            # Celery's hook: the rpc:// backend declares its reply queue before the first task goes out.
+            self.backend.on_task_call(None, task_id)
+        self._publish(envelope, message, exchange=exchange, routing_key=routing_key, queue=spec, eta=eta_dt)
         cls = result_cls or AsyncResult
         result = cls(task_id, task_name=name, app=self)
+        result.sent_at = time.monotonic()
         if parent is not None and add_to_parent and (task_type is None or task_type.trail):
             parent[1].add_trail(result)
         return result
@@ -513,7 +567,7 @@ class Celery:
         *,
         exchange: str,
         routing_key: str,
-        queue: str,
+        queue: QueueSpec,
         eta: datetime | None,
     ) -> None:
         sender = message.task
@@ -535,6 +589,10 @@ class Celery:
         while True:
             try:
                 broker = self.connection_for_write()
+                if queue.name not in self._declared_queues:
+                    # As Celery does: a message for a queue that doesn't exist yet would be dropped (AMQP).
+                    broker.declare_queue(queue)
+                    self._declared_queues.add(queue.name)
                 not_before = eta if broker.native_delay else None
                 broker.publish(envelope, exchange=exchange, routing_key=routing_key, not_before=not_before)
                 break
@@ -632,8 +690,14 @@ def _signatures(value: Any) -> list[dict[str, Any]] | None:
 
 def _django_installed_apps() -> list[str]:
     try:
-        from django.conf import settings  # type: ignore[import-not-found]
+        from django.apps import apps
+        from django.conf import settings
     except ImportError:
+        return []
+    if apps.ready:
+        # The app registry resolves AppConfig paths ("blog.apps.BlogConfig") to their packages.
+        return [config.name for config in apps.get_app_configs()]
+    if not (settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE")):
         return []
     return list(settings.INSTALLED_APPS)
 
@@ -654,7 +718,9 @@ def shared_task(*args: Any, **options: Any) -> Any:
 
     def create(fun: Callable[..., Any]) -> BaseTask[Any, Any]:
         name = options.pop("name", None)
-        base = options.pop("base", None) or BaseTask
+        # As in Celery, the current app's Task class (e.g. the Django fixup's DjangoTask) is the default base.
+        current = _state._current_app
+        base = options.pop("base", None) or (current.task_cls if current is not None else BaseTask)
         bind = options.pop("bind", False)
         task_name = name or gen_task_name(None, fun.__name__, fun.__module__)
         with _shared_lock:

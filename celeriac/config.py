@@ -203,6 +203,10 @@ SETTINGS: dict[str, Setting] = {
     "worker_timer": _s(None, "any", "CELERYD_TIMER"),
     "worker_timer_precision": _s(1.0, "float", "CELERYD_TIMER_PRECISION"),
     "worker_detect_quorum_queues": _s(True, "bool"),
+    # celeriac's own: cheap liveness for orchestrators (see celeriac.worker.health).
+    "worker_liveness_file": _s(None, "str"),
+    "worker_healthcheck_port": _s(None, "int"),
+    "worker_healthcheck_address": _s("127.0.0.1", "str"),
 }
 
 DEFAULTS: dict[str, Any] = {key: setting.default for key, setting in SETTINGS.items()}
@@ -230,6 +234,7 @@ KNOWN_BACKEND_SCHEMES = frozenset(
         "db",
         "cache",
         "database",
+        "django-db",
     }
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
 __all__ = ["AsyncResult", "EagerResult", "allow_join_result", "assert_will_not_block", "result_from_tuple"]
 
 R = TypeVar("R")
+
+# A result asked for within this many seconds of sending is waited for without a first read.
+JUST_SENT = 0.005
 
 E_WOULDBLOCK = (
     "Never call result.get() within a task! It can deadlock the worker "
@@ -75,6 +79,7 @@ class AsyncResult(Generic[R]):
         self.parent = parent
         self._cache: ResultMeta | None = None
         self.on_ready: Callable[[AsyncResult[R]], None] | None = None
+        self.sent_at: float | None = None  # time.monotonic() when this process sent the task
 
     @property
     def backend(self) -> ResultBackend:
@@ -126,7 +131,13 @@ class AsyncResult(Generic[R]):
             assert_will_not_block()
         if follow_parents and propagate and self.parent is not None:
             self.parent.maybe_throw()
-        meta = self._cache or self.backend.wait_for(self.id, timeout=timeout, interval=interval)
+        if self._cache is not None:
+            meta = self._cache
+        elif self.sent_at is not None and time.monotonic() - self.sent_at < JUST_SENT:
+            # Sent a moment ago by this process: it can't be done yet, so don't read it first.
+            meta = self.backend.wait_for(self.id, timeout=timeout, interval=interval, just_sent=True)
+        else:
+            meta = self.backend.wait_for(self.id, timeout=timeout, interval=interval)
         self._cache = meta
         if callback is not None:
             callback(self.id, meta.result)

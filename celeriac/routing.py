@@ -121,9 +121,8 @@ class Router:
         queue = options.get("queue")
         if queue is None:
             queue = self.app.conf.task_default_queue
-        if not isinstance(queue, str):  # a Queue object
-            options.setdefault("exchange", getattr(getattr(queue, "exchange", None), "name", "") or "")
-            options.setdefault("routing_key", getattr(queue, "routing_key", None) or queue.name)
+        if not isinstance(queue, str):  # a Queue object: the app declares and publishes by it
+            options["queue_object"] = queue
             queue = queue.name
         self.app.check_queue(queue)
         options["queue"] = queue

@@ -1,7 +1,8 @@
 """Result backends by URL scheme; a module is imported only when its scheme is used.
 
 ``result_backend`` may also be a class, or the import path of one
-(``"myapp.backends:MyBackend"``), subclassing :class:`ResultBackend`.
+(``"myapp.backends:MyBackend"``), subclassing :class:`ResultBackend`, or
+``"django-db"`` (the Django ORM, :mod:`celeriac.contrib.django.results`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ _SCHEMES: dict[str, tuple[str, str, str | None]] = {
     "rpc": ("celeriac.backends.rpc", "RPCBackend", "amqp"),
     "db": ("celeriac.backends.database", "DatabaseBackend", "sqlalchemy"),
     "cache": ("celeriac.backends.memcached", "MemcachedBackend", "memcached"),
+    # Celery's name for django-celery-results' ORM backend: a bare name, no "://".
+    "django-db": ("celeriac.contrib.django.results.backend", "DjangoBackend", "django"),
 }
 
 
@@ -51,7 +54,7 @@ def backend_class(spec: Any) -> type[ResultBackend]:
         return spec
     if not isinstance(spec, str):
         raise ImproperlyConfigured(f"result_backend: expected a URL or class, got {spec!r}", key="result_backend")
-    if "://" not in spec:
+    if "://" not in spec and spec.lower() not in _SCHEMES:
         from ..config import load_object
 
         try:

@@ -115,8 +115,13 @@ class ResultBackend(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
-    def wait_for(self, task_id: str, *, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
+    def wait_for(
+        self, task_id: str, *, timeout: float | None = None, interval: float = 0.5, just_sent: bool = False
+    ) -> ResultMeta:
         """Block until the task is ready; raises :class:`~celeriac.exceptions.TimeoutError` after ``timeout``.
+
+        ``just_sent`` says the task was sent a moment ago, so it is pointless to read it
+        before starting to wait (stores with notifications use that to save a round trip).
 
         Stores that must be polled are read with a backoff: 5 ms after the first
         look, doubling up to ``interval``, so a quick task is seen quickly and a
@@ -464,6 +469,10 @@ class KeyValueBackend(ResultBackend):
 
         ser = get_serializer(self.serializer)
         data = loads(raw, ser.content_type, ser.content_encoding, self.accept)
+        return self.meta_from_dict(data, task_id)
+
+    def meta_from_dict(self, data: Any, task_id: str) -> ResultMeta:
+        """A decoded result (Celery's meta dict) as a :class:`ResultMeta`."""
         if not isinstance(data, Mapping):
             raise DecodeError(f"stored result of task {task_id} is not a mapping")
         status = data.get("status", states.PENDING)

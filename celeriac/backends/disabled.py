@@ -32,7 +32,9 @@ class DisabledBackend(ResultBackend):
     def forget(self, task_id: str) -> None:
         raise NotImplementedError(E_NO_BACKEND)
 
-    def wait_for(self, task_id: str, *, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
+    def wait_for(
+        self, task_id: str, *, timeout: float | None = None, interval: float = 0.5, just_sent: bool = False
+    ) -> ResultMeta:
         raise NotImplementedError(E_NO_BACKEND)
 
     def get_meta(self, task_id: str) -> ResultMeta:

@@ -102,27 +102,39 @@ class RedisBackend(KeyValueBackend):
             self._listener_obj, self._listener_pid = ResultListener(self.client), pid
         return self._listener_obj
 
-    def wait_for(self, task_id: str, *, timeout: float | None = None, interval: float = 0.5) -> ResultMeta:
-        meta = self.get_meta(task_id)
-        if meta.ready:
-            return meta
+    def wait_for(
+        self, task_id: str, *, timeout: float | None = None, interval: float = 0.5, just_sent: bool = False
+    ) -> ResultMeta:
+        if not just_sent:
+            meta = self.get_meta(task_id)
+            if meta.ready:
+                return meta
         deadline = None if timeout is None else time.monotonic() + timeout
         listener = self._listener()
         waiter = listener.add(self.task_key(task_id))
         try:
-            if not waiter.subscribed.wait(_remaining(deadline)):
-                raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
-            # Stored between the first read and the subscription? Read the key once more.
-            meta = self.get_meta(task_id)
-            while not meta.ready:
-                if not waiter.event.wait(_remaining(deadline)):
+            while True:
+                if not listener.wait(waiter, subscribed_only=True, deadline=deadline):
                     raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
-                waiter.event.clear()
-                data = waiter.data
-                meta = self.decode_meta(data, task_id) if data is not None else self.get_meta(task_id)
-            return meta
+                # Stored before the subscription took effect? Read the key once subscribed.
+                meta = self.get_meta(task_id)
+                while not meta.ready:
+                    if not listener.wait(waiter, subscribed_only=False, deadline=deadline):
+                        raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
+                    waiter.event.clear()
+                    data = waiter.data
+                    if data is None:
+                        break  # reconnected: subscribe again, then re-read the key
+                    meta = self.decode_meta(data, task_id)
+                if meta.ready:
+                    return meta
         finally:
             listener.remove(waiter)
+
+    def close(self) -> None:
+        if self._listener_obj is not None and self._listener_pid == os.getpid():
+            self._listener_obj.close()
+        self._listener_obj = None
 
     def cleanup(self) -> int:
         """Redis expires results itself (``result_expires``); nothing to do."""

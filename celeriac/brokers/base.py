@@ -69,6 +69,8 @@ class QueueSpec:
     durable: bool = True
     max_priority: int | None = None
     queue_arguments: Mapping[str, Any] = field(default_factory=dict)
+    auto_delete: bool = False
+    exchange_durable: bool = True
 
 
 class Subscription(abc.ABC):
@@ -101,6 +103,13 @@ class Broker(abc.ABC):
     supports_fanout: ClassVar[bool] = False
     supports_priority: ClassVar[bool] = False
     native_delay: ClassVar[bool] = False  # True: ETA is kept by the broker, never in worker RAM
+    # True: publish() routes through exchanges and bindings (AMQP), so tasks for topic and fanout
+    # exchanges are published to the exchange, as Celery does; False: every task is published
+    # straight to its queue (exchange "", routing key = queue name).
+    exchange_routing: ClassVar[bool] = False
+    # Settings this broker reads beyond the common ones; the app passes each as an option
+    # named without its ``broker_`` prefix (``broker_heartbeat`` -> ``heartbeat``).
+    app_settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self.url = url
@@ -140,6 +149,12 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
         """Requeue the message (visible again at once) or dead-letter it."""
+
+    def set_prefetch(self, count: int) -> None:  # noqa: B027 - optional hook
+        """How many messages this consumer may hold at once (the worker's ``concurrency * prefetch_multiplier``).
+
+        Brokers that push messages (AMQP's ``basic.qos``) never send more than this unacked;
+        brokers that are polled ignore it, since ``get(max_messages=...)`` already bounds them."""
 
     def extend_leases(self, deliveries: Sequence[Delivery]) -> None:  # noqa: B027 - optional hook
         """Keep the leases of messages this consumer still holds (called periodically by the worker)."""

@@ -133,6 +133,11 @@ class RedisBroker(Broker):
         self._ack_wakeup = threading.Event()
         self._ack_thread: threading.Thread | None = None
         self._closed = False
+        self._consumer_conn: Any = None
+        self._consumer_conn_pid = 0
+        self._consumer_thread = 0
+        self._pending_record: tuple[str, threading.Event, list[str], list[Any]] | None = None
+        self._recording: dict[str, threading.Event] = {}
 
     # -- connection ----------------------------------------------------------
     @property
@@ -155,10 +160,16 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         self._closed = True
+        conn = self._consumer_conn
         try:
+            if conn is not None and self._consumer_conn_pid == os.getpid():
+                self._drain_pending(conn)
             self.flush_acks()
-        except OperationalError:
+        except (OperationalError, redis.exceptions.ConnectionError, OSError):
             pass  # not acked: those messages are restored and run again, never lost
+        if conn is not None and self._consumer_conn_pid == os.getpid():
+            conn.disconnect()
+        self._consumer_conn = None
         self._ack_wakeup.set()
         self._client = None  # the pool is shared per process; connections return to it
 
@@ -270,6 +281,14 @@ class RedisBroker(Broker):
     def get(self, queues: Sequence[str], *, max_messages: int, timeout: float) -> list[Delivery]:
         if not queues or max_messages <= 0:
             return []
+        self._consumer_thread = threading.get_ident()
+        if self._pending_record is not None and self._consumer_conn is not None:
+            try:
+                self._drain_pending(self._consumer_conn)
+            except connection_errors as exc:
+                self._consumer_conn.disconnect()
+                self._abandon_pending()
+                raise redis_error(exc, self.url, "recording a message") from exc
         self._maintain()
         keys = self._ordered_keys(queues)
         deliveries = self._claim(keys, max_messages)
@@ -289,40 +308,121 @@ class RedisBroker(Broker):
             self._maintain()
 
     def _claim(self, keys: list[str], max_messages: int) -> list[Delivery]:
-        script = self._scripts["claim"] if self._scripts else None
-        if script is None:
-            self.client  # noqa: B018 - loads the scripts
-            script = self._scripts["claim"]
-        raw = self._call(
-            "taking messages",
-            script,
-            keys=[self.key(UNACKED_INDEX), self.key(UNACKED), self.key(OWNERS), self.key(DEADLETTER), *keys],
-            args=[max_messages, time.time(), self.consumer_id],
-        )
+        """Take what is there (one atomic script), sending pending acks in the same write."""
+        self.client  # noqa: B018 - loads the scripts
+        script = self._scripts["claim"]
+        claim_keys = [self.key(UNACKED_INDEX), self.key(UNACKED), self.key(OWNERS), self.key(DEADLETTER), *keys]
+        claim_args = [max_messages, time.time(), self.consumer_id]
+        commands: list[tuple[Any, ...]] = []
+        with self._acks_lock:
+            tags, self._acks = self._acks, []
+        if tags:
+            self._await_recorded(tags)
+            commands += self._ack_commands(tags)
+        commands.append(("EVALSHA", script.sha, len(claim_keys), *claim_keys, *claim_args))
+        try:
+            raw = execute_raw(self.client, *commands)[-1]
+        except redis.exceptions.NoScriptError:
+            raw = self._call("taking messages", script, keys=claim_keys, args=claim_args)  # loads it
+        except (redis.exceptions.RedisError, OSError) as exc:
+            if tags:
+                with self._acks_lock:
+                    self._acks[:0] = tags  # sent again with the next call
+            raise redis_error(exc, self.url, "taking messages") from exc
         out = []
         for i in range(0, len(raw or ()), 3):
             key, tag, item = raw[i], raw[i + 1], raw[i + 2]
             out.append(self._delivery(_text(key), _text(tag), item))
         return out
 
+    def _ack_commands(self, tags: Sequence[str]) -> list[tuple[Any, ...]]:
+        return [
+            ("ZREM", self.key(UNACKED_INDEX), *tags),
+            ("HDEL", self.key(UNACKED), *tags),
+            ("HDEL", self.key(OWNERS), *tags),
+        ]
+
     def _blocking_pop(self, keys: list[str], timeout: float) -> list[Delivery]:
-        # redis-py's socket timeout must outlast the server-side block.
+        """BRPOP on the consumer's own connection, then record the message as held.
+
+        The record is sent right behind the BRPOP's reply and its own reply is read on the
+        next call: Redis runs a connection's commands in order, and bytes already written
+        reach it even if this process is killed a moment later, so the message is protected
+        without a round trip on the path to running the task. Anything that settles the
+        message (ack, reject, defer) first waits for that reply (:meth:`_await_recorded`).
+        """
+        conn = self._consumer_connection()
         try:
-            popped = self.client.brpop(keys, timeout=max(timeout, 0.01))
-        except redis.exceptions.TimeoutError:
-            return []
+            self._drain_pending(conn)
+            conn.send_command("BRPOP", *keys, f"{max(timeout, 0.01):.3f}")
+            popped = conn.read_response()
         except connection_errors as exc:
+            conn.disconnect()
+            self._abandon_pending()
             raise redis_error(exc, self.url, "waiting for messages") from exc
         if not popped:
             return []
         key, item = _text(popped[0]), popped[1]
-        tag = self._call(
-            "recording a message",
-            self._scripts["record"],
-            keys=[self.key(UNACKED_INDEX), self.key(UNACKED), self.key(OWNERS), self.key(DEADLETTER)],
-            args=[item, time.time(), self.consumer_id, key],
-        )
-        return [self._delivery(key, _text(tag), item)]
+        tag = _delivery_tag(item)
+        record_keys = [self.key(UNACKED_INDEX), self.key(UNACKED), self.key(OWNERS), self.key(DEADLETTER)]
+        record_args = [item, time.time(), self.consumer_id, key]
+        if not tag:
+            # Not an envelope: the script dead-letters it; done synchronously, it's rare.
+            tag = _text(self._call("recording a message", self._scripts["record"], keys=record_keys, args=record_args))
+            return [self._delivery(key, tag, item)]
+        event = threading.Event()
+        self._recording[tag] = event
+        self._pending_record = (tag, event, record_keys, record_args)
+        try:
+            conn.send_command("EVALSHA", self._scripts["record"].sha, len(record_keys), *record_keys, *record_args)
+        except connection_errors as exc:
+            conn.disconnect()
+            self._abandon_pending()
+            raise redis_error(exc, self.url, "recording a message") from exc
+        return [self._delivery(key, tag, item)]
+
+    def _consumer_connection(self) -> Any:
+        conn = self._consumer_conn
+        if conn is None or self._consumer_conn_pid != os.getpid():
+            # A connection of its own, outside the pool: it carries a reply we read later.
+            conn = self.client.connection_pool.make_connection()
+            self._consumer_conn, self._consumer_conn_pid = conn, os.getpid()
+            self._consumer_thread = threading.get_ident()
+        return conn
+
+    def _drain_pending(self, conn: Any) -> None:
+        pending = self._pending_record
+        if pending is None:
+            return
+        tag, event, record_keys, record_args = pending
+        try:
+            conn.read_response()
+        except redis.exceptions.NoScriptError:
+            # Redis restarted and lost its scripts: record synchronously (this loads the script).
+            self._call("recording a message", self._scripts["record"], keys=record_keys, args=record_args)
+        except redis.exceptions.ResponseError as exc:
+            logger.error("could not record message %s as held: %s", tag, exc)
+        finally:
+            self._pending_record = None
+            self._recording.pop(tag, None)
+            event.set()
+
+    def _abandon_pending(self) -> None:
+        pending, self._pending_record = self._pending_record, None
+        if pending is not None:
+            self._recording.pop(pending[0], None)
+            pending[1].set()
+
+    def _await_recorded(self, tags: Sequence[str]) -> None:
+        """Don't settle a message before its record is known to be in Redis (see _blocking_pop)."""
+        for tag in tags:
+            event = self._recording.get(tag)
+            if event is None:
+                continue
+            if threading.get_ident() == self._consumer_thread and self._consumer_conn is not None:
+                self._drain_pending(self._consumer_conn)
+            elif not event.wait(5.0):
+                logger.warning("message %s: still waiting for its record after 5s; settling it anyway", tag)
 
     def _delivery(self, key: str, tag: str, item: bytes | str, *, strict: bool = False) -> Delivery:
         queue = self._queue_of_key(key)
@@ -378,6 +478,8 @@ class RedisBroker(Broker):
             full = len(self._acks) >= ACK_BATCH
         if full:
             self.flush_acks()
+        elif threading.get_ident() == self._consumer_thread:
+            pass  # the consumer's next get() sends it with its claim (solo pool): no thread to wake
         elif first:
             self._ack_wakeup.set()
             if self._ack_thread is None or not self._ack_thread.is_alive():
@@ -399,12 +501,9 @@ class RedisBroker(Broker):
             tags, self._acks = self._acks, []
         if not tags:
             return
+        self._await_recorded(tags)
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.zrem(self.key(UNACKED_INDEX), *tags)
-                pipe.hdel(self.key(UNACKED), *tags)
-                pipe.hdel(self.key(OWNERS), *tags)
-                self._call("acknowledging", pipe.execute)
+            self._call("acknowledging", execute_raw, self.client, *self._ack_commands(tags))
         except OperationalError:
             with self._acks_lock:
                 self._acks[:0] = tags
@@ -413,6 +512,7 @@ class RedisBroker(Broker):
     def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
         if not delivery.tag:
             return
+        self._await_recorded([delivery.tag])
         if requeue:
             self._restore(delivery.tag, leftmost=False)
             return
@@ -461,6 +561,7 @@ class RedisBroker(Broker):
         """Park a message whose ETA is in the future in Redis until it is due."""
         if not delivery.tag or delivery.raw is None:
             return False
+        self._await_recorded([delivery.tag])
         priority = 0
         try:
             priority = int(json.loads(delivery.raw)["properties"].get("priority") or 0)
@@ -625,6 +726,14 @@ class _RedisSubscription(Subscription):
             self._pubsub.close()
         except connection_errors:
             pass
+
+
+def _delivery_tag(item: bytes) -> str:
+    try:
+        tag = json.loads(item)["properties"]["delivery_tag"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return tag if isinstance(tag, str) else ""
 
 
 def _text(value: Any) -> str:

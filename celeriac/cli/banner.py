@@ -44,7 +44,7 @@ def worker_banner(worker: WorkController) -> str:
         f".> app:         {app.main or '__main__'}:{id(app):#x}",
         f".> transport:   {broker_info.get('url', '?')}",
         f".> results:     {_backend_url(backend)}",
-        f".> concurrency: {worker.concurrency} ({worker.pool_kind})",
+        f".> concurrency: {_concurrency(worker)} ({worker.pool_kind})",
         f".> task events: {events}",
         "",
         "[queues]",
@@ -58,6 +58,12 @@ def worker_banner(worker: WorkController) -> str:
     tasks = sorted(name for name in app.tasks if not name.startswith("celery."))
     banner += ["", "[tasks]"] + [f"  . {name}" for name in tasks] + [""]
     return "\n".join(banner)
+
+
+def _concurrency(worker: WorkController) -> str:
+    if worker.autoscale and worker.pool_kind != "solo":
+        return f"{min(worker.autoscale)}-{max(worker.autoscale)} (autoscale)"
+    return str(worker.concurrency)
 
 
 def _backend_url(backend: object) -> str:

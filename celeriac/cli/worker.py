@@ -94,7 +94,12 @@ def _group_id(value: str | None) -> int | None:
 @click.option("--without-mingle", is_flag=True, hidden=True)
 @click.option("--without-heartbeat", is_flag=True, hidden=True)
 @click.option("--heartbeat-interval", type=float, hidden=True)
-@click.option("--autoscale", type=Autoscale(), help="max,min pool size (the pool runs at max in this version).")
+@click.option(
+    "--autoscale", type=Autoscale(), help="max,min: grow the pool up to max while tasks wait, shrink to min when idle."
+)
+@click.option("--liveness-file", help="Touch this file every few seconds while the worker is healthy.")
+@click.option("--healthcheck-port", type=click.IntRange(0, 65535), help="Serve /healthz and /readyz on this port.")
+@click.option("--healthcheck-address", default=None, help="Address for --healthcheck-port (default 127.0.0.1).")
 @click.option("-f", "--logfile", help="Log to this file (default: stderr).")
 @click.option("--pidfile", help="Write the worker's pid here; refuse to start if another worker holds it.")
 @click.option("--uid", help="User to run as when detached.")
@@ -136,6 +141,12 @@ def worker(cli: CLIContext, /, **options: Any) -> None:
             click.echo(f"ERROR: can't write pidfile {pidfile}: {exc}", err=True)
             sys.exit(EX_CANTCREAT)
     conf = app.conf
+    if options["liveness_file"]:
+        conf.worker_liveness_file = os.path.abspath(options["liveness_file"])
+    if options["healthcheck_port"] is not None:
+        conf.worker_healthcheck_port = options["healthcheck_port"]
+    if options["healthcheck_address"]:
+        conf.worker_healthcheck_address = options["healthcheck_address"]
     setup_logging(
         options["loglevel"],
         logfile,
@@ -146,8 +157,6 @@ def worker(cli: CLIContext, /, **options: Any) -> None:
         redirect_level=conf.worker_redirect_stdouts_level,
     )
     concurrency = options["concurrency"]
-    if options["autoscale"] and not concurrency:
-        concurrency = options["autoscale"][0]
     controller = WorkController(
         app,
         hostname=hostname,
@@ -162,6 +171,7 @@ def worker(cli: CLIContext, /, **options: Any) -> None:
         soft_time_limit=options["soft_time_limit"],
         send_events=options["task_events"],
         purge=options["purge"],
+        autoscale=options["autoscale"],
         app_path=cli.app_spec,
         quiet=cli.quiet,
     )

@@ -96,6 +96,8 @@ class Consumer:
         self.queues = list(queues)
         self.hostname = hostname
         self.prefetch_limit = max(1, prefetch_limit)
+        # Brokers that push messages (AMQP) send no more than this many unacked.
+        broker.set_prefetch(self.prefetch_limit)
         self.state = state
         self.disable_rate_limits = disable_rate_limits
         self.accept = prepare_accept_content(app.conf.accept_content)
@@ -105,13 +107,21 @@ class Consumer:
         self._seq = itertools.count()
         self._buckets: dict[str, tuple[float, TokenBucket]] = {}
         self._slot_freed = threading.Event()
+        pool.on_capacity = self._slot_freed.set
         self._stopping = False
         self._stopping_cold = False
         self._failures = 0  # consecutive broker errors, for the reconnect backoff
+        self.last_loop = time.monotonic()  # for health checks: a stuck loop stops moving this
 
     # -- the loop ----------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """The last broker call succeeded."""
+        return self._failures == 0
+
     def run(self) -> None:
         while not self._stopping:
+            self.last_loop = time.monotonic()
             self._dispatch()
             room = self.prefetch_limit - self.outstanding()
             if room > 0:
@@ -152,6 +162,11 @@ class Consumer:
         """Ask the loop to end. Safe in a signal handler: it only sets a flag (taking a lock there
         could deadlock against the very frame the signal interrupted)."""
         self._stopping = True
+
+    def waiting(self) -> int:
+        """Requests ready to run but waiting for a free pool slot."""
+        with self._lock:
+            return len(self._ready)
 
     def outstanding(self) -> int:
         with self._lock:

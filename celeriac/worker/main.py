@@ -12,6 +12,7 @@ the reverse. Signals:
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
-from ..brokers.base import Broker, QueueSpec
+from ..brokers.base import Broker
 from ..exceptions import ImproperlyConfigured, OperationalError, WorkerTerminate
 from .consumer import Consumer
 from .pools.base import Pool
@@ -99,6 +100,7 @@ class WorkController:
         send_events: bool | None = None,
         disable_rate_limits: bool | None = None,
         purge: bool = False,
+        autoscale: tuple[int, int] | None = None,
         app_path: str | None = None,
         quiet: bool = False,
         banner: bool = True,
@@ -131,6 +133,11 @@ class WorkController:
         if not self.queues:
             raise ImproperlyConfigured("the worker has no queue to consume from (check -Q and -X)")
         self.purge = purge
+        self.autoscale = autoscale
+        if autoscale:
+            self.concurrency = max(autoscale)  # fetch for the most slots the pool can have
+        self.autoscaler: Any = None
+        self.health: Any = None
         self.app_path = app_path
         self.quiet = quiet
         self.show_banner = banner
@@ -142,6 +149,7 @@ class WorkController:
         self._lease_thread: threading.Thread | None = None
         self._shutdown_requested = 0
         self._cold = False
+        self._restart = False
 
     # -- running ------------------------------------------------------------------
     def start(self) -> None:
@@ -152,7 +160,7 @@ class WorkController:
         app.finalize()
         self.broker = self._open_broker()
         for name in self.queues:
-            self.broker.declare_queue(QueueSpec(name=name, exchange="", routing_key=name))
+            self.broker.declare_queue(app.queue_spec(name))
         if self.purge:
             purged = sum(self.broker.purge(q) for q in self.queues)
             _say(
@@ -167,7 +175,7 @@ class WorkController:
         self.pool = create_pool(
             self.pool_kind,
             app,
-            self.concurrency,
+            min(self.autoscale) if self.autoscale and self.pool_kind != "solo" else self.concurrency,
             app_path=self.app_path,
             max_tasks_per_child=self.max_tasks_per_child,
             max_memory_per_child=self.max_memory_per_child,
@@ -185,6 +193,16 @@ class WorkController:
         signals.worker_init.send(sender=self)
         self.pool.start()
         self._start_lease_keeper()
+        self._start_health()
+        if self.autoscale and self.pool_kind != "solo":
+            from .autoscale import Autoscaler
+
+            consumer = self.consumer
+            self.autoscaler = Autoscaler(
+                self.pool, consumer.waiting, lambda: len(self.state.active),
+                max_concurrency=max(self.autoscale), min_concurrency=min(self.autoscale),
+            )  # fmt: skip
+            self.autoscaler.start()
         self._install_signal_handlers()
         logger.info("Connected to %s", self.broker.info().get("url"))
         logger.info("%s ready.", self.hostname)
@@ -196,6 +214,8 @@ class WorkController:
             self._cold_stop()
         finally:
             self._finish()
+        if self._restart:
+            self._exec_again()
 
     def _open_broker(self) -> Broker:
         broker = self.app.create_broker()
@@ -249,6 +269,27 @@ class WorkController:
         signal.signal(signal.SIGTERM, self._on_warm_signal)
         signal.signal(signal.SIGINT, self._on_int)
         signal.signal(signal.SIGQUIT, self._on_cold_signal)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        # SIGUSR1: the stack of every thread to stderr (the log), from C, so it works even when
+        # the interpreter is stuck; pool processes inherit it.
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__ or sys.stderr, all_threads=True)
+
+    def _on_hup(self, signum: int, frame: Any) -> None:
+        # Restart: warm shutdown, then exec the same command again in this process.
+        self._restart = True
+        self.stop(warm=True)
+
+    def _exec_again(self) -> None:
+        argv = list(sys.argv)
+        if argv and os.path.basename(argv[0]) == "__main__.py":
+            command = [sys.executable, "-m", "celeriac", *argv[1:]]
+        else:
+            command = [sys.executable, *argv]
+        # --detach would fork away from the pid the supervisor (or pidfile) knows.
+        command = [arg for arg in command if arg not in ("-D", "--detach")]
+        _say(f"worker: Restarting: {' '.join(command)}")
+        sys.stdout.flush()
+        os.execv(sys.executable, command)
 
     def _on_warm_signal(self, signum: int, frame: Any) -> None:
         self.stop(warm=True)
@@ -285,14 +326,39 @@ class WorkController:
         self.pool.stop(graceful=True)
 
     def _cold_stop(self) -> None:
-        if self.pool is not None:
-            self.pool.stop(graceful=False)
+        soft = float(self.app.conf.worker_soft_shutdown_timeout or 0)
         if self.consumer is not None:
             self.consumer.release_unstarted()
+        if soft > 0 and self.pool is not None and self.state.active:
+            # Soft shutdown (Celery 5.5): running tasks get this long to finish; the rest are
+            # stopped and their messages requeued below.
+            logger.warning("Soft shutdown: waiting up to %.1fs for %d running task(s)", soft, len(self.state.active))
+            self.pool.stop(graceful=True, timeout=soft)
+        elif self.pool is not None:
+            self.pool.stop(graceful=False)
+        if self.consumer is not None:
             self.consumer.release_active()
+
+    def _start_health(self) -> None:
+        conf = self.app.conf
+        if not conf.worker_liveness_file and conf.worker_healthcheck_port is None:
+            return
+        from .health import HealthReporter, worker_status
+
+        self.health = HealthReporter(
+            lambda: worker_status(self.consumer, self.hostname),
+            liveness_file=conf.worker_liveness_file,
+            port=conf.worker_healthcheck_port,
+            address=conf.worker_healthcheck_address,
+        )
+        self.health.start()
 
     def _finish(self) -> None:
         self._lease_stop.set()
+        if self.health is not None:
+            self.health.stop()
+        if self.autoscaler is not None:
+            self.autoscaler.stop()
         signals.worker_shutdown.send(sender=self)
         if self.broker is not None:
             self.broker.close()

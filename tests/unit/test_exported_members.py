@@ -17,6 +17,8 @@ PINNED_ALL = [
     "AsyncResult",
     "Celery",
     "EagerResult",
+    "Exchange",
+    "Queue",
     "Signature",
     "Task",
     "__version__",

@@ -75,8 +75,20 @@ class Pool(abc.ABC):
     def stop(self, *, graceful: bool, timeout: float | None = None) -> None:
         """Graceful: let running jobs finish. Otherwise stop them now (their on_done is not called)."""
 
+    # Called (from a pool thread) when slots free up other than by a job ending, e.g. a new
+    # process became ready; the consumer sets it to wake its loop.
+    on_capacity: Callable[[], None] | None = None
+
     def terminate_job(self, task_id: str, signum: int) -> bool:
         return False
+
+    def grow(self, n: int = 1) -> int:
+        """Add ``n`` slots (autoscale); returns how many were added."""
+        raise NotImplementedError(f"the {self.name} pool can't grow")
+
+    def shrink(self, n: int = 1) -> int:
+        """Remove up to ``n`` idle slots (autoscale); returns how many were removed."""
+        raise NotImplementedError(f"the {self.name} pool can't shrink")
 
     def info(self) -> dict[str, Any]:
         return {

@@ -45,7 +45,14 @@ class _Child:
     started: float = 0.0
     deadline: float | None = None
     exiting: bool = False
+    ready: bool = False  # said "ready" after start-up
+    accepted: bool = False  # said "accepted" for its current job
+    spawned: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        return self.ready and self.job is None and not self.exiting and self.process.is_alive()
 
     @property
     def pid(self) -> int:
@@ -65,6 +72,7 @@ def _child_main(
         app = find_app(app_path or "")
     app.on_after_fork.send(sender=app)
     signals.worker_process_init.send(sender=None)
+    conn.send(("ready", os.getpid()))
     done = 0
     try:
         while True:
@@ -74,6 +82,7 @@ def _child_main(
                 break
             if job is None:
                 break
+            conn.send(("accepted", job.task_id))
             try:
                 outcome = run_job(app, job)
             except BaseException as exc:  # the task machinery itself failed
@@ -117,6 +126,7 @@ class PreforkPool(Pool):
         self._running = False
         self._collector: threading.Thread | None = None
         self._wakeup_r, self._wakeup_w = self._ctx.Pipe(duplex=False)
+        self.alive_timeout = float(app.conf.worker_proc_alive_timeout or 4.0)
 
     # -- life cycle -----------------------------------------------------------
     def start(self) -> None:
@@ -184,14 +194,14 @@ class PreforkPool(Pool):
     # -- jobs -----------------------------------------------------------------
     def free_slots(self) -> int:
         with self._lock:
-            return sum(1 for c in self._children if c.job is None and not c.exiting and c.process.is_alive())
+            return sum(1 for c in self._children if c.usable)
 
     def submit(self, job: Job, on_done: OnDone) -> None:
         with self._lock:
-            child = next((c for c in self._children if c.job is None and not c.exiting and c.process.is_alive()), None)
+            child = next((c for c in self._children if c.usable), None)
             if child is None:
                 raise RuntimeError("no free process in the pool (check free_slots() before submit)")
-            child.job, child.on_done = job, on_done
+            child.job, child.on_done, child.accepted = job, on_done, False
             child.started = time.monotonic()
             child.deadline = child.started + job.time_limit if job.time_limit else None
         try:
@@ -268,6 +278,7 @@ class PreforkPool(Pool):
                 if obj in by_sentinel:
                     self._reap(by_sentinel[obj])
             self._enforce_time_limits(children)
+            self._find_stuck(children)
 
     def _next_deadline_in(self, children: list[_Child]) -> float:
         deadlines = [c.deadline for c in children if c.deadline is not None and c.job is not None]
@@ -277,10 +288,17 @@ class PreforkPool(Pool):
 
     def _receive(self, child: _Child) -> None:
         try:
-            outcome = child.conn.recv()
+            message = child.conn.recv()
         except (EOFError, OSError):
             return  # the child died; its sentinel reports it
-        self._finish(child, outcome)
+        if isinstance(message, tuple):
+            if message[0] == "ready":
+                child.ready = True
+                self._capacity_changed()
+            elif message[0] == "accepted":
+                child.accepted = True
+            return
+        self._finish(child, message)
 
     def _finish(self, child: _Child, outcome: Outcome) -> None:
         with self._lock:
@@ -296,6 +314,10 @@ class PreforkPool(Pool):
         if child.process.is_alive():
             return
         job = child.job
+        if job is not None and child.extra.get("stuck") and not child.accepted:
+            # It never started the task: give the message back rather than report a failure.
+            self._finish(child, Outcome(job.task_id, job.task_name, states.REJECTED, 0.0, REQUEUE))
+            job = None
         if job is not None:
             code = child.process.exitcode
             reason = _exit_reason(code)
@@ -336,6 +358,64 @@ class PreforkPool(Pool):
             child.extra["time_limit"] = TimeLimitExceeded(job.time_limit)
             child.deadline = None
             _kill(child.process, signal.SIGKILL)
+
+    def _find_stuck(self, children: list[_Child]) -> None:
+        """A child that never says "ready", or never takes the job it was sent, is stuck (e.g. a lock
+        inherited mid-use across fork): kill it so it is replaced, instead of a pool that silently stops."""
+        now = time.monotonic()
+        for child in children:
+            if not child.process.is_alive() or child.extra.get("stuck"):
+                continue
+            if not child.ready and now - child.spawned > self.alive_timeout:
+                logger.error("Timed out waiting for UP message from %r (pid %d): replacing it",
+                             child.process.name, child.pid)  # fmt: skip
+                child.extra["stuck"] = True
+                _kill(child.process, signal.SIGKILL)
+            elif child.job is not None and not child.accepted and now - child.started > self.alive_timeout:
+                logger.error("%r (pid %d) did not take job %s[%s] within %ss: replacing it; the task goes back",
+                             child.process.name, child.pid, child.job.task_name, child.job.task_id,
+                             self.alive_timeout)  # fmt: skip
+                child.extra["stuck"] = True
+                _kill(child.process, signal.SIGKILL)
+
+    def _capacity_changed(self) -> None:
+        if self.on_capacity is not None:
+            self.on_capacity()
+
+    # -- autoscaling ---------------------------------------------------------------
+    def grow(self, n: int = 1) -> int:
+        with self._lock:
+            indices = {c.index for c in self._children}
+            added = 0
+            index = 1
+            while added < n:
+                if index not in indices:
+                    self._children.append(self._spawn(index))
+                    added += 1
+                index += 1
+            self.concurrency = len(self._children)
+        self._wake()
+        return added
+
+    def shrink(self, n: int = 1) -> int:
+        removed = []
+        with self._lock:
+            for child in [c for c in self._children if c.usable][:n]:
+                child.exiting = True
+                self._children.remove(child)
+                removed.append(child)
+            self.concurrency = len(self._children)
+        for child in removed:
+            try:
+                child.conn.send(None)
+            except OSError:
+                pass
+            child.process.join(2.0)
+            if child.process.is_alive():
+                _kill(child.process, signal.SIGKILL)
+            child.conn.close()
+        self._wake()
+        return len(removed)
 
 
 def _kill(process: Any, signum: int) -> None:

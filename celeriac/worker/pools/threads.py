@@ -124,6 +124,21 @@ class ThreadPool(Pool):
                 ))  # fmt: skip
             time.sleep(0.05)
 
+    def grow(self, n: int = 1) -> int:
+        with self._lock:
+            self.concurrency += n
+            for _ in range(n):
+                self._spawn()
+        return n
+
+    def shrink(self, n: int = 1) -> int:
+        with self._lock:
+            n = max(0, min(n, self.concurrency - 1))
+            self.concurrency -= n
+        for _ in range(n):
+            self._jobs.put(None)  # a thread takes it when idle and exits
+        return n
+
     def free_slots(self) -> int:
         with self._lock:
             return self.concurrency - self._queued - len(self._running)

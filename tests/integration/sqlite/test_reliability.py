@@ -232,3 +232,88 @@ def test_killed_pool_process_is_reported_and_replaced(project: Project) -> None:
 
 def test_path_helper(tmp_path: Path) -> None:
     assert SQLiteBroker(f"sqlite:///{tmp_path}/x.db").path == str(tmp_path / "x.db")
+
+
+def test_a_pool_process_stuck_at_start_is_replaced(project: Project) -> None:
+    project.write(
+        "tasks.py",
+        """
+        import os, time
+        from celeriac import Celery
+        from celeriac.signals import worker_process_init
+
+        app = Celery("tasks")
+        app.conf.worker_proc_alive_timeout = 1.0
+        MARK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stalled-once")
+
+
+        @worker_process_init.connect
+        def stall_the_first_child(**kwargs):
+            # The first pool process hangs in its start-up (as after a fork that inherited a held lock).
+            try:
+                open(MARK, "x").close()
+            except FileExistsError:
+                return
+            time.sleep(3600)
+
+
+        @app.task
+        def add(x, y):
+            return x + y
+        """,
+    )
+    worker = project.worker("tasks", "-c", "1")
+    from tasks import add  # type: ignore[import-not-found]
+
+    assert add.delay(2, 2).get(timeout=30) == 4
+    assert "Timed out waiting for UP message" in worker.output
+    assert worker.stop() == 0
+
+
+def test_sighup_restarts_in_place_and_sigusr1_dumps_stacks(project: Project) -> None:
+    project.write("tasks.py", GATED)
+    (project.path / "gate").touch()
+    worker = project.worker("tasks", "-c", "1")
+    from tasks import add  # type: ignore[import-not-found]
+
+    assert add.delay(1, 2).get(timeout=30) == 3
+    worker.signal(10)  # SIGUSR1
+    worker.wait_for("most recent call first")
+    pid = worker.pid
+    worker.signal(1)  # SIGHUP
+    worker.wait_for("Restarting")
+    worker.wait_for("ready.", count=2, timeout=60)
+    assert add.delay(2, 3).get(timeout=30) == 5
+    assert worker.pid == pid and worker.proc is not None and worker.proc.poll() is None
+    assert worker.stop() == 0
+
+
+def test_soft_shutdown_lets_running_tasks_finish_then_requeues(project: Project) -> None:
+    project.write(
+        "tasks.py",
+        """
+        import time
+        from celeriac import Celery
+
+        app = Celery("tasks")
+        app.conf.worker_soft_shutdown_timeout = 3
+
+
+        @app.task
+        def nap(seconds):
+            time.sleep(seconds)
+            return seconds
+        """,
+    )
+    from tasks import nap  # type: ignore[import-not-found]
+
+    quick, slow = nap.delay(1), nap.delay(30)
+    worker = project.worker("tasks", "-P", "threads", "-c", "2")
+    worker.wait_for("received", count=2)
+    time.sleep(0.3)
+    worker.signal(3)  # SIGQUIT: cold shutdown, softened
+    worker.wait_for("Soft shutdown: waiting up to 3.0s for 2 running task(s)")
+    worker.stop()
+    assert quick.get(timeout=30) == 1  # finished within the soft period
+    assert slow.state == "PENDING"  # stopped, and its message requeued:
+    assert SQLiteBroker(project.broker_url).queue_size("celery") == 1

@@ -93,6 +93,12 @@ def on_error(task_id):
 
 
 @app.task
+def sleepy_stamp(i):
+    time.sleep(0.7)
+    return i
+
+
+@app.task
 def boom():
     raise RuntimeError("boom")
 """
@@ -234,3 +240,45 @@ def test_link_error_and_link_callbacks(features: Project) -> None:
         time.sleep(0.05)
     assert (features.path / "stamps").read_text().startswith("5 ")
     assert worker.stop() == 0
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_autoscale_grows_under_load_and_shrinks_when_idle(features: Project, pool: str) -> None:
+    env = features.env(AUTOSCALE_KEEPALIVE="1")
+    worker = features.worker("tasks", "-P", pool, "--autoscale=3,1", env=env)
+    assert "1-3 (autoscale)" in worker.output
+    from tasks import sleepy_stamp  # type: ignore[import-not-found]
+
+    results = [sleepy_stamp.delay(i) for i in range(6)]
+    assert sorted(r.get(timeout=60) for r in results) == list(range(6))
+    worker.wait_for("Scaling up", timeout=30)
+    worker.wait_for("Scaling down", timeout=30)
+    assert worker.stop() == 0
+
+
+def test_liveness_file_and_http_health_checks(features: Project) -> None:
+    import json
+    import re
+    import urllib.error
+    import urllib.request
+
+    alive = features.path / "worker.alive"
+    worker = features.worker("tasks", "--liveness-file", str(alive), "--healthcheck-port", "0", "-c", "1")
+    worker.wait_for("Health checks on http://")
+    port = int(re.search(r"Health checks on http://127\.0\.0\.1:(\d+)/healthz", worker.output).group(1))  # type: ignore[union-attr]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+        assert response.status == 200
+        body = json.loads(response.read())
+    assert body["healthy"] is True and body["hostname"].startswith("celery@")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as response:
+        assert response.status == 200
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/nope", timeout=10)
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404
+    deadline = time.time() + 20
+    while not alive.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert alive.exists()
+    assert worker.stop() == 0
+    assert not alive.exists()  # removed at shutdown: a stopped worker is not alive

@@ -1,0 +1,715 @@
+"""RabbitMQ (AMQP 0-9-1) broker on aio-pika, sharing queues with Celery's py-amqp transport.
+
+URL: ``amqp://user:password@host:5672/vhost`` (also ``pyamqp://``; ``amqps://`` or
+``broker_use_ssl`` for TLS, port 5671 by default). ``//`` or no path is the vhost ``/``.
+
+Capabilities: fanout (AMQP exchanges), priorities (``x-max-priority``, 9 is most urgent),
+broker-side ETA (Celery's native delayed delivery), publisher confirms, heartbeats
+(``broker_heartbeat``), reconnection.
+
+How it runs. aio-pika is asynchronous; its event loop runs in one background thread per
+process (``_amqp_io``), created on first use and again after a fork. The synchronous
+interface drives it with ``asyncio.run_coroutine_threadsafe`` and waits with a timeout.
+Publishing uses the same connection as consuming, on its own channel with publisher
+confirms: ``publish()`` returns only once RabbitMQ has confirmed the message, so
+``delay()`` returning means the task is safely in the queue, and a broker that is down or
+unreachable raises :class:`~celeriac.exceptions.OperationalError` within
+``broker_connection_timeout``. One connection and one IO thread serve every thread of the
+process: pika's ``BlockingConnection`` is not thread-safe, so it would take a connection
+per publishing thread, and a second AMQP client next to aio-pika. The cost of confirms is
+one round trip per ``delay()`` (a few milliseconds for a persistent message, which RabbitMQ
+confirms once it is on disk).
+
+Wire layout (Celery's):
+
+* a task queue is declared as Celery declares it (see ``celeriac.queues``): the default
+  ``celery`` queue, durable, bound to the durable direct exchange ``celery`` with routing
+  key ``celery``; tasks for a direct exchange are published to the default exchange ``""``
+  with the queue's name as routing key, for topic/fanout exchanges to the exchange;
+* properties and headers are those kombu sends (``_amqp_wire``); aiormq adds a random
+  ``message_id``, which Celery ignores;
+* queue types: classic, priority (``x-max-priority``) and quorum (``x-queue-type``).
+
+Flow: ``basic.qos`` allows the worker as many unacked messages as it asks for with
+:meth:`AMQPBroker.set_prefetch` (``concurrency * worker_prefetch_multiplier``), per channel when
+it consumes several classic queues, per consumer otherwise (quorum queues have no global
+QoS, as in Celery). Messages are acked after the task ran (``task_acks_late``) and
+requeued when the worker loses them; RabbitMQ requeues whatever a dead connection held,
+so an ack for a delivery of a connection that was lost is a logged no-op.
+
+ETA: a message whose ETA is more than a second away is published into Celery's delay
+layout (``celery_delayed_0..27``, see ``_amqp_wire``) and acked, so the worker holds
+nothing while it waits, whatever the queue type. The layout's queues are of type
+``broker_native_delayed_delivery_queue_type`` (quorum by default). It is Celery's own, so
+Celery workers and clients using native delayed delivery share it; clients here publish ETA
+tasks straight to the task queue, as Celery's do for classic queues, and the worker parks them.
+Why this layout rather than a TTL queue per delay: 28 queues cover any delay up to 8.5 years
+(second granularity; a parked message is due at or after its ETA, never before), nothing is
+created per delay, and mixed Celery/celeriac fleets agree on it.
+
+``reject(requeue=False)`` dead-letters through the queue's own ``x-dead-letter-exchange`` when it
+has one, else copies the message to the ``celeriac.deadletter`` queue (with the reason in its
+headers) and acks it, so nothing is dropped.
+
+Not done: the ``expiration`` property is not derived from a task's ``expires`` (celeriac
+records an expired task as REVOKED rather than letting RabbitMQ drop it), and RabbitMQ's
+``consumer_timeout`` (30 minutes by default) still applies to tasks that run longer.
+
+Transport options: ``confirm_timeout`` (seconds to wait for a publish confirm or a declare,
+default 10), ``native_delayed_delivery_queue_type`` (also the Celery setting),
+``deadletter_queue``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import datetime, timezone
+from functools import partial
+from typing import Any, ClassVar, TypeVar
+
+import aio_pika
+import aio_pika.abc
+import aio_pika.exceptions
+import aiormq.exceptions
+import pamqp.exceptions
+
+from ..exceptions import BrokerUnavailable, ImproperlyConfigured, OperationalError
+from ._amqp_io import IOLoop, io_loop
+from ._amqp_wire import (
+    MAX_DELAY,
+    bind_for_delays,
+    declare_delay_chain,
+    delay_routing_key,
+    incoming_envelope,
+    outgoing_properties,
+    parse_url,
+    queue_arguments,
+    ssl_context,
+    strip_delay_bits,
+)
+from .base import Broker, Delivery, Envelope, QueueSpec, Subscription
+
+__all__ = ["AMQPBroker"]
+
+logger = logging.getLogger("celeriac.brokers.amqp")
+
+T = TypeVar("T")
+
+DEADLETTER = "celeriac.deadletter"
+# Exchanges Celery declares, with its flags (RabbitMQ refuses a redeclaration that differs).
+KNOWN_EXCHANGES: dict[str, tuple[str, bool]] = {
+    "celery.pidbox": ("fanout", False),
+    "reply.celery.pidbox": ("direct", False),
+    "celeryev": ("topic", True),
+}
+# Headers RabbitMQ adds when it dead-letters; dropped when a message is parked again.
+_DEATH_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
+                  "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason")  # fmt: skip
+
+_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    pamqp.exceptions.PAMQPException,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+    TimeoutError,
+)
+
+
+class AMQPBroker(Broker):
+    scheme: ClassVar[str] = "amqp"
+    supports_fanout: ClassVar[bool] = True
+    supports_priority: ClassVar[bool] = True
+    native_delay: ClassVar[bool] = False  # clients publish ETA tasks as Celery's do; workers park them
+    exchange_routing: ClassVar[bool] = True
+    app_settings: ClassVar[tuple[str, ...]] = ("broker_heartbeat", "broker_native_delayed_delivery_queue_type")
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(url, options)
+        opts = dict(options or {})
+        self.connect_timeout = float(opts.pop("connect_timeout", None) or 4.0)
+        use_ssl = opts.pop("use_ssl", None)
+        self.params = parse_url(url, use_ssl)
+        self._ssl = ssl_context(use_ssl) if self.params.tls else None
+        heartbeat = opts.pop("heartbeat", 120)
+        self.heartbeat = float(heartbeat) if heartbeat else 0.0
+        self.confirm_timeout = float(opts.pop("confirm_timeout", None) or 10.0)
+        self.delayed_queue_type = str(opts.pop("native_delayed_delivery_queue_type", None) or "quorum")
+        self.deadletter_queue = str(opts.pop("deadletter_queue", None) or DEADLETTER)
+        self._prefetch: int | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh connection state (at creation, and in a forked child, which must not touch the parent's)."""
+        self._pid = os.getpid()
+        self._io: IOLoop | None = None
+        # Owned by the IO loop.
+        self._conn: aio_pika.abc.AbstractConnection | None = None
+        self._generation = 0
+        self._setup_lock = asyncio.Lock()
+        self._channels: dict[str, aio_pika.abc.AbstractChannel] = {}
+        self._channel_ids = 0
+        self._consume_channel_id = 0
+        self._declared: dict[str, QueueSpec] = {}
+        self._exchanges: set[str] = set()
+        self._delays_ready = False
+        self._delay_bound: set[str] = set()
+        self._consumers: dict[str, str] = {}
+        self._listeners: dict[str, tuple[QueueSpec, Callable[[Envelope], None]]] = {}
+        self._subscriptions: dict[int, _AMQPSubscription] = {}
+        # Shared with the calling threads, under _cond.
+        self._cond = threading.Condition()
+        self._inbox: deque[Delivery] = deque()
+        self._held: dict[str, aio_pika.abc.AbstractIncomingMessage] = {}
+        self._consuming: frozenset[str] = frozenset()
+        self._lost = False
+
+    # -- running coroutines -----------------------------------------------------------
+    def _loop(self) -> IOLoop:
+        if os.getpid() != self._pid:
+            self._reset()
+        if self._io is None:
+            self._io = io_loop()
+        return self._io
+
+    def _run(self, action: str, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        io = self._loop()
+        limit = timeout if timeout is not None else self.connect_timeout + self.confirm_timeout
+        try:
+            return io.run(coro, limit)
+        except (OperationalError, ImproperlyConfigured):
+            raise
+        except _ERRORS as exc:
+            raise self._error(exc, action) from exc
+
+    def _where(self) -> str:
+        p = self.params
+        return f"amqp{'s' if p.tls else ''}://{p.login}@{p.host}:{p.port}/{p.vhost.replace('/', '%2F')}"
+
+    def _error(self, exc: BaseException, action: str) -> OperationalError:
+        if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+            reason = f"authentication failed for user {self.params.login!r}: {exc}"
+        elif isinstance(exc, aiormq.exceptions.ConnectionNotAllowed):
+            reason = f"vhost {self.params.vhost!r} does not exist or is not allowed for {self.params.login!r}"
+        elif isinstance(exc, ConnectionRefusedError):
+            reason = "connection refused"
+        elif isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+            reason = "timed out"
+        else:
+            reason = str(exc) or type(exc).__name__
+        return OperationalError(f"{action} on {self._where()}: {reason}")
+
+    # -- connection ---------------------------------------------------------------
+    def open(self) -> None:
+        try:
+            self._run("connecting", self._ensure())
+        except OperationalError as exc:
+            raise BrokerUnavailable(str(exc), url=self.url) from exc
+
+    def close(self) -> None:
+        if os.getpid() != self._pid or self._io is None:
+            return
+        try:
+            self._io.run(self.aclose(), self.connect_timeout)
+        except Exception as exc:  # closing must not raise: the connection is gone either way
+            logger.debug("closing %s: %r", self._where(), exc)
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        self._drop_consumer_state(lost=False)
+        if conn is not None and not conn.is_closed:
+            await conn.close()
+
+    async def _ensure(self) -> aio_pika.abc.AbstractConnection:
+        conn = self._conn
+        if conn is not None and not conn.is_closed:
+            return conn
+        async with self._setup_lock:
+            if self._conn is not None and not self._conn.is_closed:
+                return self._conn
+            conn = aio_pika.Connection(
+                self.params.url(self.heartbeat),
+                ssl_context=self._ssl,
+                client_properties={"connection_name": f"celeriac pid {os.getpid()}"},
+            )
+            try:
+                await asyncio.wait_for(conn.connect(timeout=self.connect_timeout), self.connect_timeout)
+            except BaseException:
+                # Closed here, or aio-pika's finalizer would later schedule a close on no loop.
+                await conn.close()
+                raise
+            assert self._io is not None
+            self._io.register(conn)  # closed politely at exit, whoever still holds it
+            self._generation += 1
+            conn.close_callbacks.add(partial(self._on_connection_closed, self._generation))
+            self._channels.clear()
+            self._exchanges.clear()
+            self._conn = conn
+            try:
+                await self._restore()
+            except BaseException:
+                self._conn = None
+                await conn.close()
+                raise
+            return conn
+
+    async def _restore(self) -> None:
+        """After a reconnection: declare what was declared, consume what was consumed."""
+        if self._generation > 1:
+            logger.info("Connected to %s again", self._where())
+        for spec in list(self._declared.values()):
+            await self._declare_now(spec)
+        for spec, callback in list(self._listeners.values()):
+            await self._listen_now(spec, callback)
+        for subscription in list(self._subscriptions.values()):
+            await self._subscribe_now(subscription)
+
+    def _on_connection_closed(self, generation: int, sender: Any, exc: BaseException | None) -> None:
+        if generation != self._generation:
+            return
+        self._conn = None
+        self._channels.clear()
+        self._consumers.clear()
+        dropped = self._drop_consumer_state(lost=True)
+        if getattr(sender, "close_called", False):  # closed from this side: nothing to report
+            return
+        logger.warning(
+            "Connection to %s lost: %s%s",
+            self._where(),
+            exc or "closed",
+            f" ({dropped} unacked message{'s' if dropped != 1 else ''} will be redelivered by RabbitMQ)"
+            if dropped
+            else "",
+        )
+
+    def _drop_consumer_state(self, *, lost: bool) -> int:
+        with self._cond:
+            dropped = len(self._held)
+            self._inbox.clear()
+            self._held.clear()
+            if lost and self._consuming:
+                self._lost = True
+            self._consuming = frozenset()
+            self._cond.notify_all()
+        return dropped
+
+    async def _channel(self, role: str) -> aio_pika.abc.AbstractChannel:
+        channel = self._channels.get(role)
+        if channel is not None and not channel.is_closed:
+            return channel
+        await self._ensure()
+        async with self._setup_lock:
+            current = self._channels.get(role)
+            if current is not None and not current.is_closed:
+                return current
+            return await self._open_channel(role)
+
+    async def _open_channel(self, role: str) -> aio_pika.abc.AbstractChannel:
+        assert self._conn is not None
+        channel: aio_pika.abc.AbstractChannel = await self._conn.channel(publisher_confirms=role == "publish")
+        self._channel_ids += 1
+        channel.close_callbacks.add(partial(self._on_channel_closed, role, self._channel_ids))
+        self._channels[role] = channel
+        if role == "consume":
+            self._consume_channel_id = self._channel_ids
+        return channel
+
+    def _on_channel_closed(self, role: str, channel_id: int, sender: Any, exc: BaseException | None) -> None:
+        if self._channels.get(role) is sender:
+            del self._channels[role]
+        if role == "consume" and self._conn is not None and self._consume_channel_id == channel_id:
+            self._consumers.clear()
+            dropped = self._drop_consumer_state(lost=True)
+            logger.warning("Consuming channel closed: %s (%d unacked messages will be redelivered)", exc, dropped)
+
+    # -- declaring ------------------------------------------------------------------
+    def declare_queue(self, spec: QueueSpec) -> None:
+        if self._declared.get(spec.name) == spec and self._conn is not None:
+            return
+        self._run(f"declaring queue {spec.name!r}", self._declare(spec))
+
+    async def _declare(self, spec: QueueSpec) -> None:
+        await self._ensure()
+        async with self._setup_lock:
+            await self._declare_now(spec)
+        self._declared[spec.name] = spec
+
+    async def _declare_now(self, spec: QueueSpec) -> None:
+        channel = self._channels.get("declare")
+        if channel is None or channel.is_closed:
+            channel = await self._open_channel("declare")
+        try:
+            if spec.exchange and not spec.exchange.startswith("amq."):
+                await channel.declare_exchange(spec.exchange, spec.exchange_type, durable=spec.exchange_durable)
+            queue = await channel.declare_queue(
+                spec.name,
+                durable=spec.durable,
+                auto_delete=spec.auto_delete,
+                arguments=queue_arguments(spec) or None,
+            )
+            if spec.exchange:
+                await queue.bind(spec.exchange, spec.routing_key)
+            if _is_quorum(spec):
+                # As Celery's worker does for quorum queues: its clients may publish delayed tasks.
+                await self._delays_for(channel, spec)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise ImproperlyConfigured(
+                f"RabbitMQ refused to declare queue {spec.name!r} (exchange {spec.exchange!r}) on {self._where()}: "
+                f"{exc}. A queue must be declared with the same arguments everywhere (task_queues, "
+                "task_default_queue_type, task_queue_max_priority); to change them, delete it first "
+                f"(rabbitmqctl delete_queue -p {self.params.vhost} {spec.name}).",
+                key="task_queues",
+            ) from exc
+
+    async def _delays_for(self, channel: aio_pika.abc.AbstractChannel, spec: QueueSpec) -> None:
+        if not self._delays_ready:
+            await declare_delay_chain(channel, self.delayed_queue_type)
+            self._delays_ready = True
+        if spec.name not in self._delay_bound:
+            await bind_for_delays(channel, spec)
+            self._delay_bound.add(spec.name)
+
+    # -- publishing ---------------------------------------------------------------------
+    def publish(
+        self, envelope: Envelope, *, exchange: str, routing_key: str, not_before: datetime | None = None
+    ) -> None:
+        seconds = _delay(not_before)
+        if seconds and not exchange:
+            self._run("publishing a delayed message", self._park(envelope, routing_key, seconds))
+            return
+        self._run("publishing", self._publish(exchange, routing_key, envelope))
+
+    async def _publish(self, exchange: str, routing_key: str, envelope: Envelope, *, drop: Sequence[str] = ()) -> None:
+        channel = await self._channel("publish")
+        underlay = await channel.get_underlay_channel()
+        try:
+            await underlay.basic_publish(
+                envelope.body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=outgoing_properties(envelope, drop=drop),
+                timeout=self.confirm_timeout,
+            )
+        except aiormq.exceptions.DeliveryError as exc:
+            raise OperationalError(f"RabbitMQ refused the message for {routing_key!r} (nack): {exc}") from exc
+
+    async def _park(self, envelope: Envelope, queue: str, seconds: int) -> None:
+        """Publish ``envelope`` into the delay layout, to reach ``queue`` after ``seconds``."""
+        channel = await self._channel("declare")
+        spec = self._declared.get(queue) or QueueSpec(name=queue)
+        await self._delays_for(channel, spec)
+        await self._publish(
+            "celery_delayed_27", delay_routing_key(seconds, queue), envelope, drop=(*_DEATH_HEADERS, "expiration")
+        )
+
+    # -- consuming ------------------------------------------------------------------------
+    def set_prefetch(self, count: int) -> None:
+        self._prefetch = max(1, int(count))
+        if self._io is not None and self._channels.get("consume") is not None:
+            self._run("setting the prefetch count", self._apply_qos())
+
+    async def _apply_qos(self, queues: frozenset[str] | None = None) -> None:
+        channel = self._channels.get("consume")
+        if channel is not None and not channel.is_closed and self._prefetch:
+            queues = frozenset(self._consumers) if queues is None else queues
+            await channel.set_qos(prefetch_count=self._prefetch, global_=self._global_qos(queues))
+
+    def _global_qos(self, queues: frozenset[str]) -> bool:
+        # One limit for the whole channel when it consumes several queues, except that
+        # quorum queues refuse a channel-wide limit (Celery turns it off for them too).
+        quorum = any(_is_quorum(self._declared.get(q)) for q in queues)
+        return len(queues) > 1 and not quorum
+
+    def get(self, queues: Sequence[str], *, max_messages: int, timeout: float) -> list[Delivery]:
+        if not queues or max_messages <= 0:
+            return []
+        wanted = frozenset(queues)
+        with self._cond:
+            lost, self._lost = self._lost, False
+        if lost:
+            raise OperationalError(f"the connection to {self._where()} was lost; reconnecting")
+        if self._prefetch is None:
+            self._prefetch = max_messages
+        if self._consuming != wanted or self._conn is None or self._conn.is_closed:
+            self._run("starting to consume", self._consume(wanted))
+        with self._cond:
+            if not self._inbox and timeout > 0:
+                self._cond.wait_for(lambda: bool(self._inbox) or self._lost, timeout)
+            if not self._inbox and self._lost:
+                self._lost = False
+                raise OperationalError(f"the connection to {self._where()} was lost; reconnecting")
+            count = min(max_messages, len(self._inbox))
+            return [self._inbox.popleft() for _ in range(count)]
+
+    async def _consume(self, wanted: frozenset[str]) -> None:
+        channel = await self._channel("consume")
+        for name in sorted(set(self._consumers) - wanted):
+            queue = await channel.get_queue(name, ensure=False)
+            await queue.cancel(self._consumers.pop(name))
+        channel_id = self._consume_channel_id
+        await self._apply_qos(wanted)
+        for name in sorted(wanted - set(self._consumers)):
+            queue = await channel.get_queue(name, ensure=False)
+            self._consumers[name] = await queue.consume(partial(self._on_message, name, channel_id))
+        with self._cond:
+            self._consuming = wanted
+
+    async def _on_message(self, queue: str, channel_id: int, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        tag = f"{channel_id}.{message.delivery_tag}"
+        delivery = Delivery(
+            incoming_envelope(message),
+            queue,
+            tag,
+            bool(message.redelivered),
+            message.exchange or "",
+            strip_delay_bits(message.routing_key or queue),
+        )
+        with self._cond:
+            self._held[tag] = message
+            self._inbox.append(delivery)
+            self._cond.notify_all()
+
+    def _take(self, delivery: Delivery) -> aio_pika.abc.AbstractIncomingMessage | None:
+        with self._cond:
+            message = self._held.pop(delivery.tag, None)
+        if message is None:
+            logger.info(
+                "Message %s from %r was received on a connection that has since been lost: RabbitMQ has "
+                "requeued it, so there is nothing to settle here",
+                delivery.tag,
+                delivery.queue,
+            )
+        return message
+
+    def ack(self, delivery: Delivery) -> None:
+        message = self._take(delivery)
+        if message is not None:
+            self._settle("acknowledging", message.ack())
+
+    def _settle(self, action: str, coro: Coroutine[Any, Any, Any]) -> None:
+        try:
+            self._run(action, coro)
+        except OperationalError as exc:
+            logger.warning("%s a message failed (%s): RabbitMQ will redeliver it", action, exc)
+
+    def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
+        message = self._take(delivery)
+        if message is None:
+            return
+        if requeue:
+            self._settle("requeueing", message.reject(requeue=True))
+            return
+        spec = self._declared.get(delivery.queue)
+        if spec is not None and spec.queue_arguments.get("x-dead-letter-exchange"):
+            self._settle("dead-lettering", message.reject(requeue=False))
+            return
+        self._run("dead-lettering", self._dead_letter(delivery, message, reason or "rejected"))
+
+    async def _dead_letter(
+        self, delivery: Delivery, message: aio_pika.abc.AbstractIncomingMessage, reason: str
+    ) -> None:
+        if self.deadletter_queue not in self._declared:
+            await self._declare(QueueSpec(name=self.deadletter_queue, exchange="", routing_key=""))
+        envelope = delivery.envelope
+        headers = {**envelope.headers, "x-celeriac-reason": reason, "x-celeriac-queue": delivery.queue}
+        copy = Envelope(envelope.body, headers, envelope.properties, envelope.content_type, envelope.content_encoding)
+        await self._publish("", self.deadletter_queue, copy, drop=("expiration",))  # kept until someone looks
+        await message.ack()
+
+    def defer(self, delivery: Delivery, not_before: datetime) -> bool:
+        """Park the message in the delay layout until ``not_before``, then ack it here."""
+        seconds = _delay(not_before)
+        if not seconds or seconds > MAX_DELAY:
+            return False
+        with self._cond:
+            message = self._held.get(delivery.tag)
+        if message is None:
+            return True  # its connection was lost: RabbitMQ delivers it again, to be parked then
+        self._run("parking a message until its ETA", self._park(delivery.envelope, delivery.queue, seconds))
+        with self._cond:
+            self._held.pop(delivery.tag, None)
+        self._settle("acknowledging a parked message", message.ack())
+        return True
+
+    # -- queues -------------------------------------------------------------------------------
+    def purge(self, queue: str) -> int:
+        async def purge() -> int:
+            channel = await self._channel("declare")
+            result = await (await channel.get_queue(queue, ensure=False)).purge()
+            return int(result.message_count or 0)
+
+        return self._run(f"purging {queue!r}", purge())
+
+    def queue_size(self, queue: str) -> int:
+        """Messages ready in ``queue`` (not those held by consumers, nor those parked until their ETA)."""
+
+        async def size() -> int:
+            channel = await self._channel("declare")
+            declared = await channel.declare_queue(queue, passive=True)
+            return int(declared.declaration_result.message_count or 0)
+
+        return self._run(f"counting {queue!r}", size())
+
+    def info(self) -> dict[str, Any]:
+        from ..config import mask_url
+
+        return {"transport": "amqp", "url": mask_url(self.url)}
+
+    # -- replies (the rpc:// result backend) ------------------------------------------------
+    def listen(self, spec: QueueSpec, on_message: Callable[[Envelope], None]) -> None:
+        """Declare ``spec`` and call ``on_message`` (in the IO thread) for each message in it, without acks.
+
+        Kept across reconnections; calling it again reconnects if the connection was lost
+        (and does nothing else). Used by the ``rpc://`` result backend for its reply queue."""
+        self._run(f"listening on {spec.name!r}", self._listen(spec, on_message))
+
+    async def _listen(self, spec: QueueSpec, on_message: Callable[[Envelope], None]) -> None:
+        known = spec.name in self._listeners
+        self._listeners[spec.name] = (spec, on_message)
+        alive = self._conn is not None and not self._conn.is_closed
+        try:
+            await self._ensure()  # a reconnection restores every listener, this one included
+            if alive and not known:
+                async with self._setup_lock:
+                    await self._listen_now(spec, on_message)
+        except BaseException:
+            if not known:
+                self._listeners.pop(spec.name, None)
+            raise
+
+    async def _listen_now(self, spec: QueueSpec, on_message: Callable[[Envelope], None]) -> None:
+        await self._declare_now(spec)
+        channel = self._channels.get("replies")
+        if channel is None or channel.is_closed:
+            channel = await self._open_channel("replies")
+        queue = await channel.get_queue(spec.name, ensure=False)
+
+        async def deliver(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            try:
+                on_message(incoming_envelope(message))
+            except Exception:
+                logger.exception("error handling a message from %r", spec.name)
+
+        await queue.consume(deliver, no_ack=True)
+
+    # -- fanout -------------------------------------------------------------------------------
+    def broadcast(self, exchange: str, envelope: Envelope, *, routing_key: str = "") -> None:
+        async def broadcast() -> None:
+            await self._ensure_exchange(exchange, routing_key)
+            await self._publish(exchange, routing_key, envelope)
+
+        self._run(f"broadcasting on {exchange!r}", broadcast())
+
+    async def _ensure_exchange(self, name: str, routing_key: str) -> None:
+        if name in self._exchanges:
+            return
+        await self._ensure()
+        async with self._setup_lock:
+            await self._ensure_exchange_now(name, routing_key)
+
+    async def _ensure_exchange_now(self, name: str, routing_key: str) -> None:
+        assert self._conn is not None
+        channel = self._channels.get("declare")
+        if channel is None or channel.is_closed:
+            channel = await self._open_channel("declare")
+        known = KNOWN_EXCHANGES.get(name)
+        if known is not None:
+            await channel.declare_exchange(name, known[0], durable=known[1])
+        else:
+            # Whoever declared it first chose its type; only a missing one gets ours.
+            probe = await self._conn.channel(publisher_confirms=False)
+            try:
+                await probe.declare_exchange(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                await channel.declare_exchange(name, "topic" if routing_key else "fanout", durable=True)
+            finally:
+                if not probe.is_closed:
+                    await probe.close()
+        self._exchanges.add(name)
+
+    def subscribe(self, exchange: str, *, routing_key: str = "") -> Subscription:
+        subscription = _AMQPSubscription(self, exchange, routing_key)
+        self._run(f"subscribing to {exchange!r}", self._subscribe(subscription))
+        return subscription
+
+    async def _subscribe(self, subscription: _AMQPSubscription) -> None:
+        await self._ensure()
+        async with self._setup_lock:
+            await self._subscribe_now(subscription)
+        self._subscriptions[id(subscription)] = subscription
+
+    async def _subscribe_now(self, subscription: _AMQPSubscription) -> None:
+        # kombu's broadcast consumer: an exclusive, auto-delete queue per subscriber.
+        channel = self._channels.get("subscribe")
+        if channel is None or channel.is_closed:
+            channel = await self._open_channel("subscribe")
+        await self._ensure_exchange_now(subscription.exchange, subscription.routing_key)
+        queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+        await queue.bind(subscription.exchange, subscription.routing_key)
+        subscription.queue_name = queue.name
+        subscription.consumer_tag = await queue.consume(subscription.on_message, no_ack=True)
+
+    async def _unsubscribe(self, subscription: _AMQPSubscription) -> None:
+        self._subscriptions.pop(id(subscription), None)
+        channel = self._channels.get("subscribe")
+        if channel is None or channel.is_closed or not subscription.queue_name:
+            return
+        queue = await channel.get_queue(subscription.queue_name, ensure=False)
+        if subscription.consumer_tag:
+            await queue.cancel(subscription.consumer_tag)
+        await queue.delete(if_unused=False, if_empty=False)
+
+
+class _AMQPSubscription(Subscription):
+    def __init__(self, broker: AMQPBroker, exchange: str, routing_key: str) -> None:
+        self.broker = broker
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.queue_name = ""
+        self.consumer_tag = ""
+        self._messages: deque[Envelope] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        with self._cond:
+            self._messages.append(incoming_envelope(message))
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> Envelope | None:
+        with self._cond:
+            if not self._messages and timeout > 0:
+                self._cond.wait_for(lambda: bool(self._messages) or self._closed, timeout)
+            return self._messages.popleft() if self._messages else None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        try:
+            self.broker._run(f"unsubscribing from {self.exchange!r}", self.broker._unsubscribe(self))
+        except OperationalError as exc:
+            logger.debug("unsubscribing from %r: %s", self.exchange, exc)
+
+
+def _delay(not_before: datetime | None) -> int:
+    """Whole seconds until ``not_before``, rounded up so a parked message never arrives early (0: due)."""
+    if not_before is None:
+        return 0
+    if not_before.tzinfo is None:
+        not_before = not_before.replace(tzinfo=timezone.utc)
+    remaining = (not_before - datetime.now(timezone.utc)).total_seconds()
+    return math.ceil(remaining) if remaining > 0 else 0
+
+
+def _is_quorum(spec: QueueSpec | None) -> bool:
+    return spec is not None and spec.queue_arguments.get("x-queue-type") == "quorum"
