@@ -171,6 +171,10 @@ class Broker(abc.ABC):
         """
         return False
 
+    def defer_many(self, items: Sequence[tuple[Delivery, datetime]]) -> list[bool]:
+        """:meth:`defer` for several messages (brokers that can do it in one round trip override this)."""
+        return [self.defer(delivery, when) for delivery, when in items]
+
     def purge(self, queue: str) -> int:
         """Delete every waiting message of ``queue``; returns how many were deleted."""
         raise NotImplementedError(f"{type(self).__name__} can't purge queues")

@@ -559,32 +559,41 @@ class RedisBroker(Broker):
 
     def defer(self, delivery: Delivery, not_before: datetime) -> bool:
         """Park a message whose ETA is in the future in Redis until it is due."""
-        if not delivery.tag or delivery.raw is None:
-            return False
-        self._await_recorded([delivery.tag])
-        priority = 0
+        return self.defer_many([(delivery, not_before)])[0]
+
+    def defer_many(self, items: Sequence[tuple[Delivery, datetime]]) -> list[bool]:
+        """Park messages in one write (a batch of ETA tasks costs one round trip, not one each)."""
+        usable = [(d, when) for d, when in items if d.tag and d.raw is not None]
+        if not usable:
+            return [False] * len(items)
+        self._await_recorded([d.tag for d, _ in usable])
+        self.client  # noqa: B018 - loads the scripts
+        script = self._scripts["defer"]
+        keys = [self.key(UNACKED_INDEX), self.key(UNACKED), self.key(OWNERS), self.key(DELAYED),
+                self.key(DELAYED_PAYLOADS), self.key(DELAYED_TARGETS)]  # fmt: skip
+        commands = []
+        for delivery, when in usable:
+            priority = 0
+            try:
+                priority = int(json.loads(delivery.raw or b"")["properties"].get("priority") or 0)
+            except (ValueError, KeyError, TypeError):
+                pass
+            target = self.queue_key(delivery.queue, priority)
+            commands.append(("EVALSHA", script.sha, len(keys), *keys, delivery.tag, when.timestamp(), delivery.raw,
+                             target))  # fmt: skip
         try:
-            priority = int(json.loads(delivery.raw)["properties"].get("priority") or 0)
-        except (ValueError, KeyError, TypeError):
-            pass
-        target = self.queue_key(delivery.queue, priority)
-        moved = self._call(
-            "parking a message",
-            self._scripts["defer"],
-            keys=[
-                self.key(UNACKED_INDEX),
-                self.key(UNACKED),
-                self.key(OWNERS),
-                self.key(DELAYED),
-                self.key(DELAYED_PAYLOADS),
-                self.key(DELAYED_TARGETS),
-            ],
-            args=[delivery.tag, not_before.timestamp(), delivery.raw, target],
-        )
-        due = not_before.timestamp()
-        if not self._next_due_check or due < self._next_due_check:
-            self._next_due_check = due
-        return bool(moved)
+            replies = execute_raw(self.client, *commands)
+        except redis.exceptions.NoScriptError:
+            # Redis restarted and lost its scripts: load (not run) it, then try again.
+            self._call("loading a script", self.client.script_load, script.script)
+            replies = self._call("parking messages", execute_raw, self.client, *commands)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise redis_error(exc, self.url, "parking messages") from exc
+        earliest = min(when.timestamp() for _, when in usable)
+        if not self._next_due_check or earliest < self._next_due_check:
+            self._next_due_check = earliest
+        parked = {d.tag: bool(reply) for (d, _), reply in zip(usable, replies, strict=True)}
+        return [parked.get(d.tag, False) for d, _ in items]
 
     def extend_leases(self, deliveries: Sequence[Delivery]) -> None:
         now = time.time()

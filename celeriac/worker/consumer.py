@@ -138,8 +138,7 @@ class Consumer:
                 if self._failures:
                     logger.info("consumer: Connected to the broker again; resuming")
                     self._failures = 0
-                for delivery in deliveries:
-                    self._on_delivery(delivery)
+                self._on_deliveries(deliveries)
                 if deliveries or not waiting:
                     continue
             self._pause(self._idle_timeout(), wake=self._slot_freed)
@@ -187,15 +186,34 @@ class Consumer:
         return 1.0
 
     # -- receiving -------------------------------------------------------------------
-    def _on_delivery(self, delivery: Delivery) -> None:
-        try:
-            self._receive(delivery)
-        except Exception as exc:
-            # Whatever a message contains, it must not take the worker down with it.
-            logger.exception("error while receiving a message")
-            self._dead_letter(delivery, f"error while receiving: {exc!r}")
+    def _on_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        later: list[tuple[Request, datetime]] = []  # future ETAs, handed back to the broker together
+        for delivery in deliveries:
+            try:
+                self._receive(delivery, later)
+            except Exception as exc:
+                # Whatever a message contains, it must not take the worker down with it.
+                logger.exception("error while receiving a message")
+                self._dead_letter(delivery, f"error while receiving: {exc!r}")
+        if later:
+            self._defer(later)
 
-    def _receive(self, delivery: Delivery) -> None:
+    def _defer(self, later: list[tuple[Request, datetime]]) -> None:
+        try:
+            parked = self.broker.defer_many([(request.delivery, eta) for request, eta in later])
+        except Exception as exc:
+            logger.warning("could not hand %d scheduled task(s) back to the broker: %s", len(later), exc)
+            parked = [False] * len(later)
+        for (request, eta), done in zip(later, parked, strict=True):
+            if done:
+                # Parked in the broker until due: it costs this worker nothing meanwhile.
+                logger.info("Task %s[%s] scheduled for %s (kept by the broker)", request.name, request.id,
+                            eta.isoformat())  # fmt: skip
+                self.state.reserved.pop(request.id, None)
+            else:
+                self._schedule(request, eta.timestamp())
+
+    def _receive(self, delivery: Delivery, later: list[tuple[Request, datetime]]) -> None:
         try:
             message = decode(delivery.envelope, self.accept)
         except ContentDisallowed as exc:
@@ -218,12 +236,8 @@ class Consumer:
         eta = request.eta()
         now = datetime.now(timezone.utc)
         if eta is not None and eta > now:
-            if (eta - now).total_seconds() > DEFER_AFTER and self.broker.defer(delivery, eta):
-                # Parked in the broker until due: it costs this worker nothing meanwhile.
-                logger.info(
-                    "Task %s[%s] scheduled for %s (kept by the broker)", request.name, request.id, eta.isoformat()
-                )
-                self.state.reserved.pop(request.id, None)
+            if (eta - now).total_seconds() > DEFER_AFTER:
+                later.append((request, eta))
                 return
             self._schedule(request, eta.timestamp())
         else:
@@ -355,7 +369,10 @@ class Consumer:
             action = ACK if (not task.opt("acks_late") or task.opt("acks_on_failure_or_timeout")) else DEAD_LETTER
         elif outcome.exc_type == "WorkerLostError":
             exc = WorkerLostError(outcome.exc_repr or "Worker exited prematurely")
-            action = REQUEUE if (task.opt("acks_late") and task.opt("reject_on_worker_lost")) else ACK
+            action = REQUEUE if _redeliver_after_loss(task, request) else ACK
+            if action == REQUEUE:
+                logger.warning("Task %s[%s]: its process died (%s); the message goes back to the queue once",
+                               request.name, request.id, outcome.exc_repr)  # fmt: skip
         else:
             exc = RuntimeError(outcome.exc_repr or "task failed in the pool")
             action = ACK
@@ -431,6 +448,21 @@ class Consumer:
         for request in active:
             self._settle(request, REQUEUE if request.task.opt("acks_late") else ACK)
         return len(active)
+
+
+def _redeliver_after_loss(task: Task[Any, Any], request: Request) -> bool:
+    """Should a task whose process died (OOM kill, segfault, SIGKILL) run again?
+
+    ``task_reject_on_worker_lost`` True/False decides, as in Celery. Left unset (celeriac's
+    default), an ``acks_late`` task gets one more delivery: a process killed by the machine
+    shouldn't lose work, but a task that kills its process every time must not loop forever.
+    """
+    if not task.opt("acks_late"):
+        return False
+    explicit = task.opt("reject_on_worker_lost")
+    if explicit is not None:
+        return bool(explicit)
+    return not request.delivery.redelivered
 
 
 def _context(request: Request) -> Any:

@@ -209,9 +209,22 @@ def test_killed_pool_process_is_reported_and_replaced(project: Project) -> None:
         import os, signal
         from celeriac import Celery
         app = Celery("tasks")
+        HERE = os.path.dirname(os.path.abspath(__file__))
 
         @app.task
         def die():
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        @app.task
+        def die_once():
+            try:
+                open(os.path.join(HERE, "died-once"), "x").close()
+            except FileExistsError:
+                return "survived"
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        @app.task(reject_on_worker_lost=False)
+        def die_no_retry():
             os.kill(os.getpid(), signal.SIGKILL)
 
         @app.task
@@ -219,14 +232,22 @@ def test_killed_pool_process_is_reported_and_replaced(project: Project) -> None:
             return x + y
     """,
     )
-    from tasks import add, die  # type: ignore[import-not-found]
+    from tasks import add, die, die_no_retry, die_once  # type: ignore[import-not-found]
 
     worker = project.worker("tasks", "-c", "1")
+    # Killed once (as by the OOM killer): delivered again, and this time it completes.
+    assert die_once.delay().get(timeout=30) == "survived"
+    # Killed every time: one more delivery, then reported as lost (no endless crash loop).
     lost = die.delay()
-    exc = lost.get(timeout=30, propagate=False)
+    exc = lost.get(timeout=60, propagate=False)
     assert type(exc).__name__ == "WorkerLostError"
     assert "signal 9" in str(exc)
-    assert add.delay(2, 3).get(timeout=30) == 5  # the pool process was replaced
+    assert worker.output.count(f"Task tasks.die[{lost.id}] received") == 2
+    # task_reject_on_worker_lost=False: reported at once, never delivered again.
+    once = die_no_retry.delay()
+    assert type(once.get(timeout=30, propagate=False)).__name__ == "WorkerLostError"
+    assert worker.output.count(f"Task tasks.die_no_retry[{once.id}] received") == 1
+    assert add.delay(2, 3).get(timeout=30) == 5  # the pool process was replaced each time
     assert worker.stop() == 0
 
 
