@@ -147,6 +147,8 @@ SETTINGS: dict[str, Setting] = {
     "task_default_exchange_type": _s("direct", "str", "CELERY_DEFAULT_EXCHANGE_TYPE"),
     "task_default_routing_key": _s(None, "str", "CELERY_DEFAULT_ROUTING_KEY"),
     "task_default_rate_limit": _s(None, "rate", "CELERY_DEFAULT_RATE_LIMIT"),
+    # celeriac's own: "worker" (each worker counts for itself, as Celery) or "global" (all together).
+    "task_rate_limit_scope": _s("worker", "scope"),
     "task_default_priority": _s(None, "int"),
     "task_eager_propagates": _s(False, "bool", "CELERY_EAGER_PROPAGATES_EXCEPTIONS"),
     "task_ignore_result": _s(False, "bool", "CELERY_IGNORE_RESULT"),
@@ -369,6 +371,10 @@ def coerce(key: str, value: Any) -> Any:  # noqa: C901 - one branch per kind of 
         return _check_urls(key, value, KNOWN_BACKEND_SCHEMES)
     if kind == "timezone":
         return _check_timezone(key, value)
+    if kind == "scope":
+        if value not in ("worker", "global"):
+            raise ImproperlyConfigured(f"{key}: expected 'worker' or 'global', got {value!r}", key=key)
+        return value
     if kind == "rate":
         from .rate_limits import parse_rate
 

@@ -26,6 +26,7 @@ R = TypeVar("R")
 _CONF_FALLBACKS = (
     "serializer",
     "rate_limit",
+    "rate_limit_scope",
     "priority",
     "acks_late",
     "acks_on_failure_or_timeout",
@@ -116,6 +117,7 @@ class Task(Generic[P, R]):
     max_retries: int | None = 3
     default_retry_delay: float = 180
     rate_limit: str | int | float | None = None
+    rate_limit_scope: str | None = None  # "worker" (Celery's) or "global" (all workers together)
     ignore_result: bool | None = None
     trail: bool = True
     send_events: bool = True

@@ -102,7 +102,10 @@ class Broker(abc.ABC):
     scheme: ClassVar[str]
     supports_fanout: ClassVar[bool] = False
     supports_priority: ClassVar[bool] = False
-    native_delay: ClassVar[bool] = False  # True: ETA is kept by the broker, never in worker RAM
+    native_delay: ClassVar[bool] = False
+    supports_global_rate_limits: ClassVar[bool] = (
+        False  # take_rate_token works across workers  # True: ETA is kept by the broker, never in worker RAM
+    )
     # True: publish() routes through exchanges and bindings (AMQP), so tasks for topic and fanout
     # exchanges are published to the exchange, as Celery does; False: every task is published
     # straight to its queue (exchange "", routing key = queue name).
@@ -170,6 +173,14 @@ class Broker(abc.ABC):
         Returns False where the broker can't (the worker then holds the message itself).
         """
         return False
+
+    def take_rate_token(self, key: str, rate: float, capacity: float = 1.0) -> float:
+        """Take one token from the bucket ``key`` shared by every worker of this broker.
+
+        Returns 0.0 when a token was taken, else the seconds until one will be there
+        (nothing is taken then). Only where ``supports_global_rate_limits``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no shared rate limits")
 
     def defer_many(self, items: Sequence[tuple[Delivery, datetime]]) -> list[bool]:
         """:meth:`defer` for several messages (brokers that can do it in one round trip override this)."""

@@ -94,6 +94,7 @@ class RedisBroker(Broker):
     scheme: ClassVar[str] = "redis"
     supports_fanout: ClassVar[bool] = True
     supports_priority: ClassVar[bool] = True
+    supports_global_rate_limits: ClassVar[bool] = True
     native_delay: ClassVar[bool] = False  # clients publish ETA messages as Celery does; workers park them
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
@@ -146,7 +147,7 @@ class RedisBroker(Broker):
             self._client = client_from_url(
                 self.url, self._redis_options, timeout=self.connect_timeout, use_ssl=self.use_ssl
             )
-            for name in ("claim", "record", "defer", "due"):
+            for name in ("claim", "record", "defer", "due", "rate_limit"):
                 self._scripts[name] = self._client.register_script(_script(name))
         return self._client
 
@@ -658,6 +659,13 @@ class RedisBroker(Broker):
                 lock.release()
             except redis.exceptions.LockError:
                 pass
+
+    # -- shared rate limits ----------------------------------------------------------
+    def take_rate_token(self, key: str, rate: float, capacity: float = 1.0) -> float:
+        self.client  # noqa: B018 - loads the scripts
+        wait = self._call("taking a rate-limit token", self._scripts["rate_limit"],
+                          keys=[self.key(f"celeriac.ratelimit.{key}")], args=[rate, capacity])  # fmt: skip
+        return float(_text(wait))
 
     # -- fanout -------------------------------------------------------------------
     def fanout_topic(self, exchange: str, routing_key: str = "") -> str:

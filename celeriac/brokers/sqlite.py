@@ -74,6 +74,11 @@ CREATE TABLE IF NOT EXISTS celeriac_dead_letters (
     content_encoding TEXT NOT NULL,
     body BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS celeriac_rate_limits (
+    key TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    stamp REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS celeriac_queues (
     name TEXT PRIMARY KEY,
     spec TEXT NOT NULL
@@ -87,6 +92,7 @@ class SQLiteBroker(Broker):
     scheme: ClassVar[str] = "sqlite"
     supports_fanout: ClassVar[bool] = False
     supports_priority: ClassVar[bool] = True
+    supports_global_rate_limits: ClassVar[bool] = True
     native_delay: ClassVar[bool] = True
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
@@ -256,6 +262,23 @@ class SQLiteBroker(Broker):
                 f"UPDATE celeriac_messages SET not_before = ? WHERE owner = ? AND id IN ({marks})",
                 (lease_until, self.consumer_id, *chunk),
             )
+
+    def take_rate_token(self, key: str, rate: float, capacity: float = 1.0) -> float:
+        with self.db.transaction() as conn:
+            now = time.time()
+            row = conn.execute("SELECT tokens, stamp FROM celeriac_rate_limits WHERE key = ?", (key,)).fetchone()
+            tokens = capacity if row is None else min(capacity, row[0] + max(0.0, now - row[1]) * rate)
+            wait = 0.0
+            if tokens >= 1:
+                tokens -= 1
+            else:
+                wait = (1 - tokens) / rate
+            conn.execute(
+                "INSERT INTO celeriac_rate_limits (key, tokens, stamp) VALUES (?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET tokens = excluded.tokens, stamp = excluded.stamp",
+                (key, tokens, now),
+            )
+        return wait
 
     @property
     def lease_renew_interval(self) -> float:

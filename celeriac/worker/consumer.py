@@ -106,6 +106,7 @@ class Consumer:
         self._timers: list[tuple[float, int, Request]] = []  # (due, seq, request): ETA or rate-limited
         self._seq = itertools.count()
         self._buckets: dict[str, tuple[float, TokenBucket]] = {}
+        self._warned_scope: set[str] = set()
         self._slot_freed = threading.Event()
         pool.on_capacity = self._slot_freed.set
         self._stopping = False
@@ -299,6 +300,17 @@ class Consumer:
         rate = parse_rate(task.opt("rate_limit"))
         if not rate:
             return 0.0
+        if task.opt("rate_limit_scope") == "global":
+            if self.broker.supports_global_rate_limits:
+                try:
+                    return self.broker.take_rate_token(task.name, rate)
+                except Exception as exc:  # the broker is away: hold the task and ask again shortly
+                    logger.warning("could not take a rate-limit token for %s: %s", task.name, exc)
+                    return 1.0
+            if task.name not in self._warned_scope:
+                self._warned_scope.add(task.name)
+                logger.warning("rate_limit_scope='global' for %s needs a Redis or SQLite broker; "
+                               "%s limits per worker instead", task.name, type(self.broker).__name__)  # fmt: skip
         current = self._buckets.get(task.name)
         if current is None or current[0] != rate:
             current = (rate, TokenBucket(rate, capacity=1.0))

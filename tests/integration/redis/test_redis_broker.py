@@ -284,3 +284,18 @@ def test_fanout_is_kombus_in_both_directions(redis_url: str) -> None:
                 again = subscription.get(5)
                 assert again is not None and json.loads(again.body) == {"hello": "kombu"}
                 assert subscription.get(0.1) is None
+
+
+def test_shared_rate_limit_bucket(redis_url: str) -> None:
+    first, second = RedisBroker(redis_url), RedisBroker(redis_url)
+    assert first.take_rate_token("tasks.x", 5.0) == 0.0
+    wait = second.take_rate_token("tasks.x", 5.0)  # the other worker sees the same bucket
+    assert 0.0 < wait <= 0.2
+    time.sleep(wait + 0.05)
+    assert second.take_rate_token("tasks.x", 5.0) == 0.0
+
+
+def test_global_rate_limit_across_two_workers_on_redis(redis_project: Project) -> None:
+    from tests.integration.sqlite.test_worker_features import _span_of_two_workers
+
+    assert _span_of_two_workers(redis_project, "global") >= 3.4

@@ -282,3 +282,45 @@ def test_liveness_file_and_http_health_checks(features: Project) -> None:
     assert alive.exists()
     assert worker.stop() == 0
     assert not alive.exists()  # removed at shutdown: a stopped worker is not alive
+
+
+GLOBAL_RATE = """
+import os, time
+from celeriac import Celery
+
+app = Celery("tasks")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@app.task(rate_limit="2/s", rate_limit_scope=os.environ.get("SCOPE", "global"))
+def limited(tag):
+    with open(os.path.join(HERE, "stamps"), "a") as fh:
+        fh.write(f"{tag} {time.time()}\\n")
+    return tag
+"""
+
+
+def _span_of_two_workers(project: Project, scope: str, count: int = 8) -> float:
+    project.write("tasks.py", GLOBAL_RATE)
+    env = project.env(SCOPE=scope)
+    # One message per worker at a time, so both workers really share the work.
+    workers = [project.worker("tasks", "-c", "1", "--prefetch-multiplier", "1", "-n", f"w{i}@%h", env=env)
+               for i in range(2)]  # fmt: skip
+    import importlib
+
+    import tasks  # type: ignore[import-not-found]
+
+    importlib.reload(tasks)
+    results = [tasks.limited.delay(i) for i in range(count)]
+    assert sorted(r.get(timeout=60) for r in results) == list(range(count))
+    stamps = sorted(float(line.split()[1]) for line in (project.path / "stamps").read_text().splitlines())
+    for worker in workers:
+        assert worker.stop() == 0
+    assert all("succeeded in" in w.output for w in workers)
+    return stamps[-1] - stamps[0]
+
+
+def test_global_rate_limit_holds_across_two_workers(project: Project) -> None:
+    # 2/s for all workers together: 8 starts take at least 3.5 s (a lower bound, never flaky;
+    # each worker counting for itself would allow 4/s, about 1.5 s).
+    assert _span_of_two_workers(project, "global") >= 3.4
