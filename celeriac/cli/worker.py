@@ -115,6 +115,9 @@ def worker(cli: CLIContext, /, **options: Any) -> None:
     hostname = options["hostname"]
     node = expand_hostname(hostname) if hostname else None
     logfile = _expand_path(options["logfile"], node)
+    if logfile and options["logfile"] and ("%i" in options["logfile"] or "%I" in options["logfile"]):
+        # Each prefork process writes its own file (%i: its index, %I: "-<index>"; the main process: 0, "").
+        os.environ["CELERIAC_CHILD_LOGFILE"] = _expand_path(options["logfile"], node, keep_index=True) or ""
     pidfile = _expand_path(options["pidfile"], node)
     if options["include"]:
         app.conf.include = tuple(app.conf.include or ()) + tuple(options["include"])
@@ -178,17 +181,14 @@ def worker(cli: CLIContext, /, **options: Any) -> None:
     controller.start()
 
 
-def _expand_path(path: str | None, node: str | None) -> str | None:
+def _expand_path(path: str | None, node: str | None, *, keep_index: bool = False) -> str | None:
     if not path:
         return path
     from ..worker.main import default_nodename
 
     nodename = node or default_nodename()
     name, _, host = nodename.partition("@")
-    return (
-        path.replace("%n", name)
-        .replace("%h", host)
-        .replace("%d", host.partition(".")[2])
-        .replace("%i", "0")
-        .replace("%I", "")
-    )
+    path = path.replace("%n", name).replace("%h", host).replace("%d", host.partition(".")[2])
+    if keep_index:
+        return path
+    return path.replace("%i", "0").replace("%I", "")

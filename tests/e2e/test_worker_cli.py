@@ -313,3 +313,31 @@ def test_workdir_option(tasks_module: Project, tmp_path_factory: pytest.TempPath
     )
     assert proc.returncode == 0, output_of(proc)
     assert "app -> tasks (2 tasks)" in proc.stdout
+
+
+def test_logfile_per_pool_process(tasks_module: Project) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    project = tasks_module
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celeriac", "-A", "tasks", "worker", "-l", "info", "-c", "2", "-n", "logs@%h",
+         "--logfile", "node-%n%I.log"],
+        cwd=project.path, env=project.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        main_log = project.path / "node-logs.log"
+        deadline = time.time() + 30
+        while not (main_log.exists() and "ready." in main_log.read_text()) and time.time() < deadline:
+            time.sleep(0.05)
+        from tasks import add  # type: ignore[import-not-found]
+
+        assert [add.delay(i, 1).get(timeout=30) for i in range(6)] == [1, 2, 3, 4, 5, 6]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    text = main_log.read_text()
+    assert "ready." in text and "succeeded in" in text  # the main process logs the results
+    assert (project.path / "node-logs-1.log").exists() and (project.path / "node-logs-2.log").exists()

@@ -59,13 +59,32 @@ class _Child:
         return int(self.process.pid or 0)
 
 
+def _reopen_log(index: int) -> None:
+    """A ``--logfile`` with ``%i``/``%I`` gives each pool process its own file."""
+    template = os.environ.get("CELERIAC_CHILD_LOGFILE")
+    if not template:
+        return
+    import logging
+
+    path = template.replace("%i", str(index)).replace("%I", f"-{index}")
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            replacement = logging.FileHandler(path, encoding="utf-8")
+            replacement.setFormatter(handler.formatter)
+            replacement.setLevel(handler.level)
+            root.removeHandler(handler)
+            root.addHandler(replacement)
+
+
 def _child_main(
-    conn: Connection, app: Any, app_path: str | None, max_tasks: int | None, max_memory: int | None
+    conn: Connection, app: Any, app_path: str | None, max_tasks: int | None, max_memory: int | None, index: int = 1
 ) -> None:
     # The parent decides when to stop; a Ctrl-C in the terminal reaches the whole
     # process group and must not kill tasks half-way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _reopen_log(index)
     if app is None:
         from ...cli.app_loader import find_app
 
@@ -152,6 +171,7 @@ class PreforkPool(Pool):
                 self.app_path,
                 self.max_tasks_per_child,
                 self.max_memory_per_child,
+                index,
             ),
             name=f"ForkPoolWorker-{index}",
             daemon=True,
