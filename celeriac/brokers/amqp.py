@@ -161,6 +161,7 @@ class AMQPBroker(Broker):
         self._exchanges: set[str] = set()
         self._delays_ready = False
         self._delay_bound: set[str] = set()
+        self._delay_lock = asyncio.Lock()  # parks run concurrently; the layout is declared once
         self._consumers: dict[str, str] = {}
         self._listeners: dict[str, tuple[QueueSpec, Callable[[Envelope], None]]] = {}
         self._subscriptions: dict[int, _AMQPSubscription] = {}
@@ -369,12 +370,15 @@ class AMQPBroker(Broker):
             ) from exc
 
     async def _delays_for(self, channel: aio_pika.abc.AbstractChannel, spec: QueueSpec) -> None:
-        if not self._delays_ready:
-            await declare_delay_chain(channel, self.delayed_queue_type)
-            self._delays_ready = True
-        if spec.name not in self._delay_bound:
-            await bind_for_delays(channel, spec)
-            self._delay_bound.add(spec.name)
+        if self._delays_ready and spec.name in self._delay_bound:
+            return
+        async with self._delay_lock:
+            if not self._delays_ready:
+                await declare_delay_chain(channel, self.delayed_queue_type)
+                self._delays_ready = True
+            if spec.name not in self._delay_bound:
+                await bind_for_delays(channel, spec)
+                self._delay_bound.add(spec.name)
 
     # -- publishing ---------------------------------------------------------------------
     def publish(
@@ -525,18 +529,39 @@ class AMQPBroker(Broker):
 
     def defer(self, delivery: Delivery, not_before: datetime) -> bool:
         """Park the message in the delay layout until ``not_before``, then ack it here."""
-        seconds = _delay(not_before)
-        if not seconds or seconds > MAX_DELAY:
-            return False
+        return self.defer_many([(delivery, not_before)])[0]
+
+    def defer_many(self, items: Sequence[tuple[Delivery, datetime]]) -> list[bool]:
+        """:meth:`defer` for several messages: published together (one wait for all the confirms), then acked."""
+        parked: list[tuple[Delivery, aio_pika.abc.AbstractIncomingMessage, int]] = []
+        handled: list[bool] = []
+        for delivery, not_before in items:
+            seconds = _delay(not_before)
+            with self._cond:
+                message = self._held.get(delivery.tag)
+            if not seconds or seconds > MAX_DELAY:
+                handled.append(False)
+            elif message is None:
+                handled.append(True)  # its connection was lost: RabbitMQ delivers it again, to be parked then
+            else:
+                parked.append((delivery, message, seconds))
+                handled.append(True)
+        if not parked:
+            return handled
+
+        async def park() -> None:
+            await asyncio.gather(*(self._park(d.envelope, d.queue, seconds) for d, _, seconds in parked))
+
+        self._run("parking messages until their ETA", park())
         with self._cond:
-            message = self._held.get(delivery.tag)
-        if message is None:
-            return True  # its connection was lost: RabbitMQ delivers it again, to be parked then
-        self._run("parking a message until its ETA", self._park(delivery.envelope, delivery.queue, seconds))
-        with self._cond:
-            self._held.pop(delivery.tag, None)
-        self._settle("acknowledging a parked message", message.ack())
-        return True
+            for delivery, _, _ in parked:
+                self._held.pop(delivery.tag, None)
+
+        async def ack() -> None:
+            await asyncio.gather(*(message.ack() for _, message, _ in parked))
+
+        self._settle("acknowledging parked messages", ack())
+        return handled
 
     # -- queues -------------------------------------------------------------------------------
     def purge(self, queue: str) -> int:

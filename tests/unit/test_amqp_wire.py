@@ -1,0 +1,114 @@
+"""What the AMQP broker puts on the wire, checked against py-amqp (Celery's client) and kombu, without a server."""
+
+from __future__ import annotations
+
+import ssl
+from datetime import datetime, timezone
+
+import amqp.serialization
+import pytest
+from kombu.transport.native_delayed_delivery import calculate_routing_key
+from pamqp import decode
+
+from celeriac import Celery
+from celeriac.brokers import broker_class
+from celeriac.brokers._amqp_wire import (
+    delay_routing_key,
+    outgoing_properties,
+    parse_url,
+    ssl_context,
+    strip_delay_bits,
+)
+from celeriac.brokers.amqp import AMQPBroker
+from celeriac.brokers.base import Envelope
+from celeriac.exceptions import ImproperlyConfigured
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("pyamqp://", ("localhost", 5672, "guest", "guest", "/", False)),
+        ("amqp://guest:guest@localhost:5672//", ("localhost", 5672, "guest", "guest", "/", False)),
+        ("amqp://u:p%40ss@rabbit/", ("rabbit", 5672, "u", "p@ss", "/", False)),
+        ("amqp://rabbit:5673/prod", ("rabbit", 5673, "guest", "guest", "prod", False)),
+        ("amqp://rabbit/%2Fdev", ("rabbit", 5672, "guest", "guest", "/dev", False)),
+        ("amqps://rabbit/", ("rabbit", 5671, "guest", "guest", "/", True)),
+    ],
+)
+def test_urls_read_as_kombu_reads_them(url: str, expected: tuple[object, ...]) -> None:
+    p = parse_url(url)
+    assert (p.host, p.port, p.login, p.password, p.vhost, p.tls) == expected
+
+
+def test_broker_use_ssl_turns_tls_on_and_builds_the_context() -> None:
+    assert parse_url("amqp://rabbit/", use_ssl=True).tls
+    context = ssl_context({"cert_reqs": ssl.CERT_NONE})
+    assert context is not None and context.verify_mode == ssl.CERT_NONE and not context.check_hostname
+    assert ssl_context(True) is not None
+
+
+def test_the_seed_url_is_the_local_default_vhost() -> None:
+    app = Celery("tasks", backend="rpc://", broker="pyamqp://", set_as_current=False)
+    broker = app.create_broker()
+    assert isinstance(broker, AMQPBroker)
+    assert (broker.params.host, broker.params.port, broker.params.vhost) == ("localhost", 5672, "/")
+    assert broker.heartbeat == 120  # broker_heartbeat reaches the broker
+    assert broker_class("amqps://x/") is AMQPBroker
+    with pytest.raises(ImproperlyConfigured):
+        parse_url("redis://x")
+
+
+def test_headers_are_encoded_as_py_amqp_decodes_them() -> None:
+    headers = {
+        "timelimit": [1.1, None],
+        "expires": 1712345678.123,
+        "retries": 3,
+        "big": 2**40,
+        "ignore_result": False,
+        "stamps": {"k": ["v", 1]},
+        "argsrepr": "(1, 2)",
+        "raw": b"\x00\xff",
+    }
+    envelope = Envelope(b"{}", headers, {"correlation_id": "id", "reply_to": "r"}, "application/json", "utf-8")
+    props = outgoing_properties(envelope)
+    raw = props.marshal()
+    # py-amqp (Celery's client) reads the same values back, floats at full precision.
+    table = raw[2:]  # after the property flags come short strings, then the header table
+    decoded = _decode_headers(table, props)
+    assert decoded["timelimit"] == [1.1, None]
+    assert decoded["expires"] == 1712345678.123
+    assert decoded["big"] == 2**40 and decoded["retries"] == 3
+    assert decoded["stamps"] == {"k": ["v", 1]} and decoded["ignore_result"] is False
+    assert decoded["raw"] == b"\x00\xff"
+    assert props.delivery_mode == 2 and props.priority == 0  # kombu's defaults
+
+
+def _decode_headers(raw: bytes, props: object) -> dict[str, object]:
+    # Skip content_type and content_encoding (short strings), then read the table with py-amqp.
+    offset = 0
+    for _ in range(2):
+        offset += 1 + raw[offset]
+    table, _ = amqp.serialization.loads("F", raw[offset:], 0)
+    assert isinstance(table[0], dict)
+    # pamqp (the other side of aio-pika) agrees.
+    _, ours = decode.field_table(raw[offset:])
+    assert ours == table[0]
+    return table[0]
+
+
+def test_delay_routing_keys_are_kombus() -> None:
+    for seconds in (1, 2, 3, 60, 3600, 86400 * 365):
+        assert delay_routing_key(seconds, "celery") == calculate_routing_key(seconds, "celery")
+    key = delay_routing_key(5, "tasks.hi")
+    assert strip_delay_bits(key) == "tasks.hi"
+    assert strip_delay_bits("celery") == "celery"
+    with pytest.raises(ValueError):
+        delay_routing_key(0, "celery")
+
+
+def test_expiration_and_timestamp_properties_pass_through() -> None:
+    when = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    envelope = Envelope(b"", {}, {"expiration": "60000", "timestamp": when}, "", "")
+    props = outgoing_properties(envelope)
+    assert props.expiration == "60000" and props.timestamp == when
+    assert outgoing_properties(envelope, drop=("expiration",)).expiration is None
