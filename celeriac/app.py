@@ -22,7 +22,7 @@ from .canvas import Signature
 from .config import Settings, load_object
 from .exceptions import ImproperlyConfigured, OperationalError
 from .protocol import TaskMessage, encode
-from .queues import QUEUE_SETTINGS, destination, queue_spec
+from .queues import destination, queue_spec
 from .registry import TaskRegistry, gen_task_name
 from .result import AsyncResult
 from .routing import Router, annotate_task, queue_not_found
@@ -119,7 +119,8 @@ class Celery:
         self._lock = threading.RLock()
         self._broker: Broker | None = None
         self._broker_pid: int | None = None
-        self._declared_queues: set[str] = set()  # declared through self._broker before the first publish
+        self._declared_queues: set[str] = set()
+        self._routing_mode: tuple[Any, bool] | None = None  # declared through self._broker before the first publish
         self._queue_specs: dict[tuple[Any, ...], QueueSpec] = {}
         self._backend: ResultBackend | None = None
         self._router: Router | None = None
@@ -423,14 +424,8 @@ class Celery:
         """How queue ``name`` is declared (``task_queues`` and Celery's defaults; see :mod:`celeriac.queues`)."""
         if queue is not None:
             return queue_spec(self, name, queue)
-        # Sending a task asks for this every time: remembered for as long as the settings it reads stay the same.
-        key = (
-            name,
-            *(
-                (id(v), len(v)) if isinstance(v, (list, tuple, dict)) else v
-                for v in map(self.conf.__getitem__, QUEUE_SETTINGS)
-            ),
-        )
+        # Sending a task asks for this every time: remembered until a setting changes.
+        key = (name, self.conf.version)
         spec = self._queue_specs.get(key)
         if spec is None:
             if len(self._queue_specs) > 1000:
@@ -546,9 +541,7 @@ class Celery:
         if extra:
             envelope = dataclasses.replace(envelope, properties={**envelope.properties, **extra})
         spec = self.queue_spec(queue, route.get("queue_object"))
-        exchange, routing_key = (
-            destination(spec, route) if broker_class(self.broker_url).exchange_routing else ("", queue)
-        )
+        exchange, routing_key = destination(spec, route) if self._exchange_routing() else ("", queue)
         if not ignore_result:
             # Celery's hook: the rpc:// backend declares its reply queue before the first task goes out.
             self.backend.on_task_call(None, task_id)
@@ -559,6 +552,13 @@ class Celery:
         if parent is not None and add_to_parent and (task_type is None or task_type.trail):
             parent[1].add_trail(result)
         return result
+
+    def _exchange_routing(self) -> bool:
+        """Does this app's broker publish through exchanges (AMQP) or straight to queues?"""
+        key = (self.conf.version, os.environ.get("CELERIAC_BROKER_URL"), os.environ.get("CELERY_BROKER_URL"))
+        if self._routing_mode is None or self._routing_mode[0] != key:
+            self._routing_mode = (key, broker_class(self.broker_url).exchange_routing)
+        return self._routing_mode[1]
 
     def _publish(
         self,
@@ -571,16 +571,17 @@ class Celery:
         eta: datetime | None,
     ) -> None:
         sender = message.task
-        signals.before_task_publish.send(
-            sender=sender,
-            body=[list(message.args), dict(message.kwargs), message.embed],
-            exchange=exchange,
-            routing_key=routing_key,
-            headers=envelope.headers,
-            properties=envelope.properties,
-            declare=[],
-            retry_policy=self.conf.task_publish_retry_policy,
-        )
+        if signals.before_task_publish.has_listeners():
+            signals.before_task_publish.send(
+                sender=sender,
+                body=[list(message.args), dict(message.kwargs), message.embed],
+                exchange=exchange,
+                routing_key=routing_key,
+                headers=envelope.headers,
+                properties=envelope.properties,
+                declare=[],
+                retry_policy=self.conf.task_publish_retry_policy,
+            )
         policy = self.conf.task_publish_retry_policy or {}
         retries_left = int(policy.get("max_retries", 3)) if self.conf.task_publish_retry else 0
         interval = float(policy.get("interval_start", 0))
@@ -602,14 +603,15 @@ class Celery:
                 retries_left -= 1
                 time.sleep(interval)
                 interval = min(float(policy.get("interval_max", 1)), interval + float(policy.get("interval_step", 0.2)))
-        signals.after_task_publish.send(
-            sender=sender,
-            body=[list(message.args), dict(message.kwargs), message.embed],
-            exchange=exchange,
-            routing_key=routing_key,
-            headers=envelope.headers,
-            properties=envelope.properties,
-        )
+        if signals.after_task_publish.has_listeners():
+            signals.after_task_publish.send(
+                sender=sender,
+                body=[list(message.args), dict(message.kwargs), message.embed],
+                exchange=exchange,
+                routing_key=routing_key,
+                headers=envelope.headers,
+                properties=envelope.properties,
+            )
 
     def AsyncResult(
         self,

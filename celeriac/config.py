@@ -424,9 +424,12 @@ class Settings(MutableMapping[str, Any]):
     first, as Celery does, so the CLI's ``-b`` and deployment environments win.
     """
 
+    version: int  # bumped on every change
+
     def __init__(self, changes: Mapping[str, Any] | None = None) -> None:
         object.__setattr__(self, "_changes", {})
         object.__setattr__(self, "_warned", set())
+        object.__setattr__(self, "version", 0)
         if changes:
             self.update(changes)
 
@@ -436,8 +439,13 @@ class Settings(MutableMapping[str, Any]):
             env = env_value(key)
             if env is not None:
                 return env
-        key = self._canonical(key, warn=False)
         changes: dict[str, Any] = self._changes
+        # Fast path first: sending a task reads a dozen settings.
+        if key in changes:
+            return changes[key]
+        if key in DEFAULTS:
+            return DEFAULTS[key]
+        key = self._canonical(key, warn=False)
         if key in changes:
             return changes[key]
         if key in DEFAULTS:
@@ -447,9 +455,15 @@ class Settings(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         key = self._canonical(key, warn=True)
         self._changes[key] = coerce(key, value)
+        self._bump()
 
     def __delitem__(self, key: str) -> None:
         del self._changes[self._canonical(key, warn=False)]
+        self._bump()
+
+    def _bump(self) -> None:
+        # Derived values (e.g. queue declarations) are cached against this counter.
+        object.__setattr__(self, "version", self.__dict__["version"] + 1)
 
     def __iter__(self) -> Iterator[str]:
         changes: dict[str, Any] = self._changes
@@ -464,7 +478,7 @@ class Settings(MutableMapping[str, Any]):
         if key.startswith("__"):
             raise AttributeError(key)
         try:
-            return self[key]
+            return self.__getitem__(key)
         except KeyError:
             raise AttributeError(f"no setting {key!r}") from None
 
