@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _state, signals
 from .backends import ResultBackend, create_backend
@@ -28,6 +28,10 @@ from .result import AsyncResult
 from .routing import Router, annotate_task, queue_not_found
 from .signals import Signal
 from .task import Task as BaseTask
+
+if TYPE_CHECKING:
+    from .control import Control
+    from .events import Events
 
 __all__ = ["Celery", "shared_task"]
 
@@ -120,7 +124,8 @@ class Celery:
         self._broker: Broker | None = None
         self._broker_pid: int | None = None
         self._declared_queues: set[str] = set()
-        self._routing_mode: tuple[Any, bool] | None = None  # declared through self._broker before the first publish
+        self._routing_mode: tuple[Any, bool] | None = None
+        self._control: Control | None = None  # declared through self._broker before the first publish
         self._queue_specs: dict[tuple[Any, ...], QueueSpec] = {}
         self._backend: ResultBackend | None = None
         self._router: Router | None = None
@@ -390,6 +395,8 @@ class Celery:
 
     def close(self) -> None:
         """Close broker and backend connections of this process."""
+        if self._control is not None:
+            self._control.close()
         with self._lock:
             broker, self._broker = self._broker, None
             backend, self._backend = self._backend, None
@@ -403,6 +410,23 @@ class Celery:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- remote control and events ------------------------------------------------------
+    @property
+    def control(self) -> Control:
+        """Remote control of the workers (``app.control.inspect().active()``, ``app.control.revoke(id)``)."""
+        if self._control is None:
+            from .control import Control
+
+            self._control = Control(self)
+        return self._control
+
+    @property
+    def events(self) -> Events:
+        """Celery's ``app.events``: ``Dispatcher``, ``Receiver`` and ``State``."""
+        from .events import Events
+
+        return Events(self)
 
     # -- routing --------------------------------------------------------------------
     @property

@@ -236,6 +236,21 @@ class AsyncResult(Generic[R]):
         self._cache = None
         self.backend.forget(self.id)
 
+    def revoke(
+        self,
+        connection: Any = None,
+        terminate: bool = False,
+        signal: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        """Ask the workers not to run this task (``terminate`` also stops it if it is running).
+
+        The revoke is remembered by the broker too (Redis, SQLite), so a worker that is
+        down right now still honours it when it starts.
+        """
+        self.app.control.revoke(self.id, terminate=terminate, signal=signal, reply=wait, timeout=timeout or 1.0)
+
     def as_tuple(self) -> tuple[Any, ...]:
         parent = self.parent
         return (self.id, parent.as_tuple() if parent is not None else None), None

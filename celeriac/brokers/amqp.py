@@ -388,6 +388,9 @@ class AMQPBroker(Broker):
         if seconds and not exchange:
             self._run("publishing a delayed message", self._park(envelope, routing_key, seconds))
             return
+        if exchange in KNOWN_EXCHANGES and exchange not in self._exchanges:
+            # e.g. a remote-control reply: publishing to an exchange nobody declared yet closes the channel.
+            self._run(f"declaring {exchange!r}", self._ensure_exchange(exchange, routing_key))
         self._run("publishing", self._publish(exchange, routing_key, envelope))
 
     async def _publish(self, exchange: str, routing_key: str, envelope: Envelope, *, drop: Sequence[str] = ()) -> None:

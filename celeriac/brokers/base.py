@@ -182,6 +182,16 @@ class Broker(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} has no shared rate limits")
 
+    def store_revoked(self, task_ids: Sequence[str], ttl: float) -> None:  # noqa: B027 - optional
+        """Remember revoked task ids for ``ttl`` seconds, for workers that are down right now.
+
+        Brokers without storage do nothing here (only the broadcast to live workers counts).
+        """
+
+    def load_revoked(self) -> set[str]:
+        """The revoked task ids still remembered (see :meth:`store_revoked`)."""
+        return set()
+
     def defer_many(self, items: Sequence[tuple[Delivery, datetime]]) -> list[bool]:
         """:meth:`defer` for several messages (brokers that can do it in one round trip override this)."""
         return [self.defer(delivery, when) for delivery, when in items]

@@ -77,6 +77,7 @@ DELAYED = "celeriac.delayed"
 DELAYED_PAYLOADS = "celeriac.delayed.payloads"
 DELAYED_TARGETS = "celeriac.delayed.targets"
 DEADLETTER = "celeriac.deadletter"
+REVOKED = "celeriac.revoked"
 DEFAULT_SEP = "\x06\x16"
 DEFAULT_STEPS = (0, 3, 6, 9)
 ACK_DELAY = 0.002  # seconds an ack may wait to share a round trip with others
@@ -659,6 +660,20 @@ class RedisBroker(Broker):
                 lock.release()
             except redis.exceptions.LockError:
                 pass
+
+    # -- durable revokes ---------------------------------------------------------------
+    def store_revoked(self, task_ids: Sequence[str], ttl: float) -> None:
+        if not task_ids:
+            return
+        expires = time.time() + ttl
+        self._call("remembering revoked tasks", execute_raw, self.client,
+                   ("ZADD", self.key(REVOKED), *[x for tid in task_ids for x in (expires, tid)]))  # fmt: skip
+
+    def load_revoked(self) -> set[str]:
+        key = self.key(REVOKED)
+        _, ids = self._call("reading revoked tasks", execute_raw, self.client,
+                            ("ZREMRANGEBYSCORE", key, "-inf", time.time()), ("ZRANGE", key, 0, -1))  # fmt: skip
+        return {_text(tid) for tid in ids}
 
     # -- shared rate limits ----------------------------------------------------------
     def take_rate_token(self, key: str, rate: float, capacity: float = 1.0) -> float:

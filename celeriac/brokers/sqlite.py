@@ -7,7 +7,10 @@ Capabilities: durable queues in one file, safe with many worker and client
 processes on one machine; priorities (0-9, **9 is highest**, as on RabbitMQ);
 ETA/countdown kept in the database (``native_delay``: a scheduled message costs
 a worker nothing until it is due); leases with redelivery when a consumer dies;
-dead-lettered messages kept in ``celeriac_dead_letters``. No fanout yet.
+dead-lettered messages kept in ``celeriac_dead_letters``; fanout (remote control, events)
+through ``celeriac_broadcast``, where each subscriber reads what arrives after it subscribed
+(rows are kept a minute); publishing to a named exchange goes to the queues declared with
+that exchange and routing key.
 
 Transport options (``broker_transport_options``):
     visibility_timeout  seconds a consumer's lease lasts without renewal (default 30;
@@ -37,7 +40,7 @@ from typing import Any, ClassVar
 
 from .._sqlite import SQLiteDatabase, path_from_url
 from ..serialization import json_dumps
-from .base import Broker, Delivery, Envelope, QueueSpec
+from .base import Broker, Delivery, Envelope, QueueSpec, Subscription
 
 __all__ = ["SQLiteBroker"]
 
@@ -79,6 +82,21 @@ CREATE TABLE IF NOT EXISTS celeriac_rate_limits (
     tokens REAL NOT NULL,
     stamp REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS celeriac_broadcast (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    exchange TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    properties TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    content_encoding TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS celeriac_revoked (
+    task_id TEXT PRIMARY KEY,
+    expires REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS celeriac_queues (
     name TEXT PRIMARY KEY,
     spec TEXT NOT NULL
@@ -90,7 +108,7 @@ _COLUMNS = "id, queue, deliveries, exchange, routing_key, headers, properties, c
 
 class SQLiteBroker(Broker):
     scheme: ClassVar[str] = "sqlite"
-    supports_fanout: ClassVar[bool] = False
+    supports_fanout: ClassVar[bool] = True
     supports_priority: ClassVar[bool] = True
     supports_global_rate_limits: ClassVar[bool] = True
     native_delay: ClassVar[bool] = True
@@ -114,9 +132,17 @@ class SQLiteBroker(Broker):
 
     def declare_queue(self, spec: QueueSpec) -> None:
         self.db.execute(
-            "INSERT OR IGNORE INTO celeriac_queues (name, spec) VALUES (?, ?)",
+            "INSERT OR REPLACE INTO celeriac_queues (name, spec) VALUES (?, ?)",
             (spec.name, json.dumps({"exchange": spec.exchange, "routing_key": spec.routing_key})),
         )
+
+    def _lookup(self, exchange: str, routing_key: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT name FROM celeriac_queues WHERE json_extract(spec, '$.exchange') = ?"
+            " AND json_extract(spec, '$.routing_key') = ?",
+            (exchange, routing_key),
+        ).fetchall()
+        return [row[0] for row in rows] or [routing_key]
 
     def publish(
         self,
@@ -129,12 +155,19 @@ class SQLiteBroker(Broker):
         now = time.time()
         due = not_before.timestamp() if not_before is not None else now
         priority = envelope.priority or 0
+        # The default exchange ("") routes by queue name; a named one through the declared bindings.
+        for queue in [routing_key] if not exchange else self._lookup(exchange, routing_key):
+            self._insert(envelope, queue, priority, due, now, exchange, routing_key)
+
+    def _insert(
+        self, envelope: Envelope, queue: str, priority: int, due: float, now: float, exchange: str, routing_key: str
+    ) -> None:
         self.db.execute(
             "INSERT INTO celeriac_messages (queue, priority, ready, not_before, exchange, routing_key,"
             " headers, properties, content_type, content_encoding, body, created)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                routing_key,
+                queue,
                 max(0, min(9, int(priority))),
                 1 if due <= now else 0,
                 due,
@@ -292,6 +325,37 @@ class SQLiteBroker(Broker):
         )
         return cursor.rowcount == 1
 
+    # -- durable revokes ---------------------------------------------------------------
+    def store_revoked(self, task_ids: Sequence[str], ttl: float) -> None:
+        expires = time.time() + ttl
+        with self.db.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO celeriac_revoked (task_id, expires) VALUES (?, ?)"
+                " ON CONFLICT(task_id) DO UPDATE SET expires = excluded.expires",
+                [(tid, expires) for tid in task_ids],
+            )
+
+    def load_revoked(self) -> set[str]:
+        now = time.time()
+        self.db.execute("DELETE FROM celeriac_revoked WHERE expires <= ?", (now,))
+        return {row[0] for row in self.db.execute("SELECT task_id FROM celeriac_revoked").fetchall()}
+
+    # -- fanout ---------------------------------------------------------------------
+    def broadcast(self, exchange: str, envelope: Envelope, *, routing_key: str = "") -> None:
+        now = time.time()
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO celeriac_broadcast (exchange, routing_key, headers, properties, content_type,"
+                " content_encoding, body, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (exchange, routing_key, json_dumps(dict(envelope.headers)), json_dumps(dict(envelope.properties)),
+                 envelope.content_type, envelope.content_encoding, envelope.body, now),
+            )  # fmt: skip
+            # A broadcast is for subscribers of the moment: old ones only take space.
+            conn.execute("DELETE FROM celeriac_broadcast WHERE created < ?", (now - BROADCAST_KEEP,))
+
+    def subscribe(self, exchange: str, *, routing_key: str = "") -> Subscription:
+        return _SQLiteSubscription(self, exchange, routing_key)
+
     def purge(self, queue: str) -> int:
         # Messages held by a live consumer are not "waiting" and are left alone, as on RabbitMQ.
         cursor = self.db.execute(
@@ -330,3 +394,36 @@ class SQLiteBroker(Broker):
 
     def info(self) -> dict[str, Any]:
         return {"transport": "sqlite", "url": f"sqlite:///{self.path}", "path": self.path}
+
+
+BROADCAST_KEEP = 60.0  # seconds a broadcast row is kept for subscribers to read
+
+
+class _SQLiteSubscription(Subscription):
+    def __init__(self, broker: SQLiteBroker, exchange: str, routing_key: str) -> None:
+        self.broker = broker
+        self.exchange = exchange
+        # "" and "#" take everything sent to the exchange (fanout); anything else, that routing key.
+        self.routing_key = routing_key
+        row = broker.db.execute("SELECT MAX(id) FROM celeriac_broadcast").fetchone()
+        self.last_id = int(row[0] or 0)
+
+    def get(self, timeout: float) -> Envelope | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            sql = (
+                "SELECT id, routing_key, headers, properties, content_type, content_encoding, body"
+                " FROM celeriac_broadcast WHERE id > ? AND exchange = ? ORDER BY id LIMIT 50"
+            )
+            for row in self.broker.db.execute(sql, (self.last_id, self.exchange)).fetchall():
+                self.last_id = row[0]
+                if self.routing_key not in ("", "#") and row[1] != self.routing_key:
+                    continue
+                return Envelope(bytes(row[6]), json.loads(row[2]), json.loads(row[3]), row[4], row[5])
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.broker.db.wait_for_change(remaining)
+
+    def close(self) -> None:
+        pass

@@ -17,12 +17,17 @@ from .base import CLIContext, app_option, pass_cli
 if TYPE_CHECKING:
     from ..app import Celery
 
-__all__ = ["bugreport", "report"]
+__all__ = ["bugreport", "bugreport_for", "report"]
 
 
 def bugreport(cli: CLIContext) -> str:
     app = cli.app
     app.import_default_modules()
+    return bugreport_for(app)
+
+
+def bugreport_for(app: Celery) -> str:
+    """Versions, platform and settings (secrets masked): ``celeriac report`` and ``inspect report``."""
     lines = [
         f"software -> celeriac:{__version__} py:{platform.python_version()}",
         f"            click:{click.__version__}",

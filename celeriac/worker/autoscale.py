@@ -18,6 +18,8 @@ from .pools.base import Pool
 
 __all__ = ["Autoscaler"]
 
+builtins_min = min
+
 logger = logging.getLogger("celeriac.worker")
 
 # Celery reads the same variable.
@@ -46,6 +48,15 @@ class Autoscaler:
         self._last_work = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def update(self, max: int | None = None, min: int | None = None) -> tuple[int, int]:
+        """Change the range (remote control ``autoscale``); returns the new (max, min)."""
+        if max is not None:
+            self.max = int(max)
+        if min is not None:
+            self.min = int(min)
+        self.min = builtins_min(self.min, self.max)
+        return self.max, self.min
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="Autoscaler", daemon=True)

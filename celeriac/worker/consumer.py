@@ -112,6 +112,7 @@ class Consumer:
         self._stopping = False
         self._stopping_cold = False
         self._failures = 0  # consecutive broker errors, for the reconnect backoff
+        self.events: Any = None  # an EventDispatcher, set by the worker when it sends events
         self.last_loop = time.monotonic()  # for health checks: a stuck loop stops moving this
 
     # -- the loop ----------------------------------------------------------------
@@ -162,6 +163,25 @@ class Consumer:
         """Ask the loop to end. Safe in a signal handler: it only sets a flag (taking a lock there
         could deadlock against the very frame the signal interrupted)."""
         self._stopping = True
+
+    def ready_requests(self) -> list[Request]:
+        """Requests received and ready, waiting for a pool slot (``inspect reserved``)."""
+        with self._lock:
+            return list(self._ready)
+
+    def scheduled_requests(self) -> list[Request]:
+        """Requests held for their ETA or rate limit (``inspect scheduled``)."""
+        with self._lock:
+            return [request for _, _, request in sorted(self._timers)]
+
+    def set_queues(self, queues: Sequence[str]) -> None:
+        # A new list, not an in-place change: the loop reads self.queues without a lock.
+        self.queues = list(queues)
+
+    def _event(self, type: str, **fields: Any) -> None:
+        events = self.events
+        if events is not None:
+            events.send(type, **fields)
 
     def waiting(self) -> int:
         """Requests ready to run but waiting for a free pool slot."""
@@ -229,6 +249,11 @@ class Consumer:
             return
         request = Request(delivery=delivery, message=message, task=task, hostname=self.hostname)
         logger.info("Task %s[%s] received", request.name, request.id)
+        m = message
+        self._event(
+            "task-received", uuid=m.id, name=m.task, args=m.argsrepr, kwargs=m.kwargsrepr, root_id=m.root_id,
+            parent_id=m.parent_id, retries=m.retries, eta=m.eta, expires=m.expires,
+        )  # fmt: skip
         self.state.reserved[request.id] = request
         signals.task_received.send(sender=self, request=request)
         if self.state.is_revoked(request.id):
@@ -278,6 +303,7 @@ class Consumer:
         signals.task_revoked.send(
             sender=request.task, request=request, terminated=False, signum=None, expired=why == "expired"
         )
+        self._event("task-revoked", uuid=request.id, terminated=False, signum=None, expired=why == "expired")
         self._settle(request, ACK)
 
     # -- holding and dispatching --------------------------------------------------------
@@ -343,6 +369,7 @@ class Consumer:
 
     def _start(self, request: Request) -> None:
         request.started = time.time()
+        self._event("task-started", uuid=request.id)
         with self._lock:
             self.state.reserved.pop(request.id, None)
             self.state.active[request.id] = request
@@ -361,6 +388,7 @@ class Consumer:
         try:
             action = self._record(request, outcome)
             self._log(request, outcome)
+            self._outcome_event(request, outcome)
         except Exception:
             logger.exception("error recording the outcome of %s[%s]", request.name, request.id)
             action = outcome.message_action
@@ -379,6 +407,14 @@ class Consumer:
         if outcome.exc_type == "TimeLimitExceeded":
             exc: BaseException = TimeLimitExceeded(request.time_limits()[0])
             action = ACK if (not task.opt("acks_late") or task.opt("acks_on_failure_or_timeout")) else DEAD_LETTER
+        elif outcome.exc_type == "WorkerLostError" and self.state.is_revoked(request.id):
+            # Stopped on purpose (revoke with terminate): revoked, never run again.
+            self.app.backend.store_result(request.id, TaskRevokedError("terminated"), states.REVOKED,
+                                          request=_context(request))  # fmt: skip
+            signals.task_revoked.send(sender=task, request=request, terminated=True, signum=None, expired=False)
+            self._event("task-revoked", uuid=request.id, terminated=True, signum=None, expired=False)
+            logger.info("Task %s[%s] terminated", request.name, request.id)
+            return ACK
         elif outcome.exc_type == "WorkerLostError":
             exc = WorkerLostError(outcome.exc_repr or "Worker exited prematurely")
             action = REQUEUE if _redeliver_after_loss(task, request) else ACK
@@ -405,6 +441,18 @@ class Consumer:
             einfo=None,
         )
         return action
+
+    def _outcome_event(self, request: Request, outcome: Outcome) -> None:
+        if self.events is None:
+            return
+        if outcome.state == states.SUCCESS:
+            self._event("task-succeeded", uuid=request.id, result=outcome.retval_repr, runtime=outcome.runtime)
+        elif outcome.state == states.FAILURE:
+            self._event("task-failed", uuid=request.id, exception=outcome.exc_repr, traceback=outcome.traceback)
+        elif outcome.state == states.RETRY:
+            self._event("task-retried", uuid=request.id, exception=outcome.exc_repr, traceback=outcome.traceback)
+        elif outcome.state == states.REJECTED:
+            self._event("task-rejected", uuid=request.id, requeue=outcome.message_action == REQUEUE)
 
     def _log(self, request: Request, outcome: Outcome) -> None:
         name, task_id = request.name, request.id

@@ -24,9 +24,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
-from ..brokers.base import Broker
+from .._pidbox import LamportClock
+from ..brokers.base import Broker, QueueSpec
+from ..events import SOFTWARE_INFO, EventDispatcher
 from ..exceptions import ImproperlyConfigured, OperationalError, WorkerTerminate
 from .consumer import Consumer
+from .control import Pidbox
 from .pools.base import Pool
 from .state import WorkerState
 
@@ -38,6 +41,7 @@ __all__ = ["WorkController", "default_nodename", "expand_hostname"]
 logger = logging.getLogger("celeriac.worker")
 
 POOLS = ("prefork", "threads", "solo")
+HEARTBEAT_FREQ = 2.0  # seconds between worker-heartbeat events, as Celery
 
 
 def default_nodename(hostname: str | None = None) -> str:
@@ -101,6 +105,7 @@ class WorkController:
         disable_rate_limits: bool | None = None,
         purge: bool = False,
         autoscale: tuple[int, int] | None = None,
+        state_db: str | None = None,
         app_path: str | None = None,
         quiet: bool = False,
         banner: bool = True,
@@ -150,6 +155,11 @@ class WorkController:
         self._shutdown_requested = 0
         self._cold = False
         self._restart = False
+        self.clock = LamportClock()
+        self.events: EventDispatcher | None = None
+        self.pidbox: Pidbox | None = None
+        self._beat_stop = threading.Event()
+        self.state_db = state_db or self.app.conf.worker_state_db
 
     # -- running ------------------------------------------------------------------
     def start(self) -> None:
@@ -191,9 +201,12 @@ class WorkController:
             disable_rate_limits=bool(self.disable_rate_limits),
         )
         signals.worker_init.send(sender=self)
+        self._load_revoked()
         self.pool.start()
         self._start_lease_keeper()
         self._start_health()
+        self._start_events()
+        self._start_pidbox()
         if self.autoscale and self.pool_kind != "solo":
             from .autoscale import Autoscaler
 
@@ -303,6 +316,10 @@ class WorkController:
         self.stop(warm=False)
         raise WorkerTerminate(1)
 
+    @property
+    def stopping(self) -> bool:
+        return self._shutdown_requested > 0
+
     def stop(self, warm: bool = True) -> None:
         """Request shutdown (callable from signal handlers and other threads)."""
         self._shutdown_requested += 1
@@ -353,7 +370,162 @@ class WorkController:
         )
         self.health.start()
 
+    # -- events, remote control, revokes -----------------------------------------------
+    def _start_events(self) -> None:
+        assert self.broker is not None and self.consumer is not None
+        if not self.broker.supports_fanout:
+            return
+        groups = None if self.send_events else {"worker"}
+        self.events = EventDispatcher(self.app, self.hostname, groups=groups, clock=self.clock)
+        self.consumer.events = self.events
+        self.events.send("worker-online", freq=HEARTBEAT_FREQ, **SOFTWARE_INFO)
+
+        def beat() -> None:
+            beats = 0
+            while not self._beat_stop.wait(HEARTBEAT_FREQ):
+                self.send_heartbeat()
+                beats += 1
+                if beats % 3 == 0:
+                    self._sync_revoked()
+
+        threading.Thread(target=beat, name="Heartbeat", daemon=True).start()
+
+    def send_heartbeat(self) -> None:
+        if self.events is None:
+            return
+        try:
+            loadavg = [round(x, 2) for x in os.getloadavg()]
+        except OSError:
+            loadavg = []
+        self.events.send("worker-heartbeat", freq=HEARTBEAT_FREQ, active=len(self.state.active),
+                         processed=sum(self.state.total.values()), loadavg=loadavg, **SOFTWARE_INFO)  # fmt: skip
+        signals.heartbeat_sent.send(sender=self)
+
+    def set_task_events(self, enabled: bool) -> bool:
+        """Turn task events on or off; returns False when nothing changed."""
+        changed = bool(self.send_events) != enabled
+        self.send_events = enabled
+        if self.events is not None:
+            self.events.groups = None if enabled else {"worker"}
+        return changed
+
+    def _start_pidbox(self) -> None:
+        assert self.broker is not None
+        if not self.app.conf.worker_enable_remote_control or not self.broker.supports_fanout:
+            return
+        self.pidbox = Pidbox(self)
+        self.pidbox.start()
+        # Ready means reachable: a command sent right after "ready." must not be missed.
+        if not self.pidbox.ready.wait(10):
+            logger.warning("remote control is not listening yet")
+
+    def revoke(self, task_ids: set[str]) -> None:
+        """Don't run these tasks here; remember it (statedb, and in the broker for every worker)."""
+        self.state.revoked.update(task_ids)
+        for task_id in task_ids:
+            try:
+                self.app.backend.mark_as_revoked(task_id, reason="revoked")
+            except NotImplementedError:
+                pass
+            except Exception as exc:
+                logger.warning("could not mark task %s as revoked in the result store: %s", task_id, exc)
+        self._save_revoked()
+
+    def _load_revoked(self) -> None:
+        if self.state_db:
+            import json
+
+            try:
+                with open(self.state_db) as fh:
+                    self.state.revoked.update(json.load(fh).get("revoked", []))
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError) as exc:
+                logger.warning("could not read the state db %s: %s", self.state_db, exc)
+        self._sync_revoked()
+
+    def _sync_revoked(self) -> None:
+        load = getattr(self.broker, "load_revoked", None)
+        if load is None:
+            return
+        try:
+            self.state.revoked.update(load())
+        except Exception as exc:
+            logger.debug("could not read revoked tasks from the broker: %s", exc)
+
+    def _save_revoked(self) -> None:
+        if not self.state_db:
+            return
+        import json
+
+        tmp = f"{self.state_db}.tmp"
+        try:
+            with open(tmp, "w") as fh:
+                json.dump({"revoked": sorted(self.state.revoked)}, fh)
+            os.replace(tmp, self.state_db)
+        except OSError as exc:
+            logger.warning("could not write the state db %s: %s", self.state_db, exc)
+
+    def stats(self) -> dict[str, Any]:
+        """``inspect stats``."""
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "total": dict(self.state.total),
+            "pid": os.getpid(),
+            "clock": str(self.clock.value),
+            "uptime": int(time.time() - self.state.started),
+            "pool": self.pool.info() if self.pool is not None else {},
+            "broker": self.broker.info() if self.broker is not None else {},
+            "prefetch_count": self.consumer.prefetch_limit if self.consumer is not None else 0,
+            "rusage": {
+                "utime": usage.ru_utime,
+                "stime": usage.ru_stime,
+                "maxrss": usage.ru_maxrss,
+                "minflt": usage.ru_minflt,
+                "majflt": usage.ru_majflt,
+                "nvcsw": usage.ru_nvcsw,
+                "nivcsw": usage.ru_nivcsw,
+            },  # fmt: skip
+            **SOFTWARE_INFO,
+        }
+
+    def grow_pool(self, n: int) -> None:
+        assert self.pool is not None
+        added = self.pool.grow(n)
+        self._resize_prefetch(added)
+
+    def shrink_pool(self, n: int) -> None:
+        assert self.pool is not None
+        removed = self.pool.shrink(n)
+        self._resize_prefetch(-removed)
+
+    def _resize_prefetch(self, delta: int) -> None:
+        self.concurrency = max(1, self.concurrency + delta)
+        if self.consumer is not None and self.broker is not None:
+            self.consumer.prefetch_limit = self.concurrency * self.prefetch_multiplier
+            self.broker.set_prefetch(self.consumer.prefetch_limit)
+
+    def add_queue(self, spec: QueueSpec) -> None:
+        assert self.broker is not None and self.consumer is not None
+        self.broker.declare_queue(spec)
+        self.queues = [*self.queues, spec.name]
+        self.consumer.set_queues(self.queues)
+
+    def remove_queue(self, name: str) -> None:
+        assert self.consumer is not None
+        self.queues = [q for q in self.queues if q != name]
+        self.consumer.set_queues(self.queues)
+
     def _finish(self) -> None:
+        self._beat_stop.set()
+        if self.pidbox is not None:
+            self.pidbox.stop()
+        if self.events is not None:
+            self.events.send("worker-offline", freq=HEARTBEAT_FREQ, **SOFTWARE_INFO)
+            self.events.close()
+        self._save_revoked()
         self._lease_stop.set()
         if self.health is not None:
             self.health.stop()

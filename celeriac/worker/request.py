@@ -25,6 +25,7 @@ class Request:
     hostname: str
     received: float = field(default_factory=time.time)
     started: float | None = None
+    worker_pid: int | None = None
 
     @property
     def id(self) -> str:
@@ -93,6 +94,27 @@ class Request:
             if isinstance(key, str) and key.isidentifier() and key not in fields:
                 fields[key] = value
         return fields
+
+    def info(self, safe: bool = False) -> dict[str, Any]:
+        """Celery's ``Request.info()``: what ``inspect active/reserved`` report."""
+        m = self.message
+        return {
+            "id": m.id,
+            "name": m.task,
+            "args": m.argsrepr if safe else list(m.args),
+            "kwargs": m.kwargsrepr if safe else dict(m.kwargs),
+            "type": m.task,
+            "hostname": self.hostname,
+            "time_start": self.started,
+            "acknowledged": False,
+            "delivery_info": {
+                "exchange": self.delivery.exchange,
+                "routing_key": self.delivery.routing_key or self.delivery.queue,
+                "priority": m.priority,
+                "redelivered": self.delivery.redelivered,
+            },
+            "worker_pid": self.worker_pid,
+        }
 
     def job(self) -> Job:
         hard, soft = self.time_limits()
