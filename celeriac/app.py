@@ -125,7 +125,9 @@ class Celery:
         self._broker_pid: int | None = None
         self._declared_queues: set[str] = set()
         self._routing_mode: tuple[Any, bool] | None = None
-        self._control: Control | None = None  # declared through self._broker before the first publish
+        self._control: Control | None = None
+        self._sent_dispatcher: Any = None
+        self._sent_dispatcher_pid = 0  # declared through self._broker before the first publish
         self._queue_specs: dict[tuple[Any, ...], QueueSpec] = {}
         self._backend: ResultBackend | None = None
         self._router: Router | None = None
@@ -397,6 +399,9 @@ class Celery:
         """Close broker and backend connections of this process."""
         if self._control is not None:
             self._control.close()
+        if self._sent_dispatcher is not None and self._sent_dispatcher_pid == os.getpid():
+            self._sent_dispatcher.close()
+            self._sent_dispatcher = None
         with self._lock:
             broker, self._broker = self._broker, None
             backend, self._backend = self._backend, None
@@ -627,6 +632,8 @@ class Celery:
                 retries_left -= 1
                 time.sleep(interval)
                 interval = min(float(policy.get("interval_max", 1)), interval + float(policy.get("interval_step", 0.2)))
+        if self.conf.task_send_sent_event:
+            self._send_sent_event(message, exchange, routing_key, queue.name)
         if signals.after_task_publish.has_listeners():
             signals.after_task_publish.send(
                 sender=sender,
@@ -636,6 +643,18 @@ class Celery:
                 headers=envelope.headers,
                 properties=envelope.properties,
             )
+
+    def _send_sent_event(self, message: TaskMessage, exchange: str, routing_key: str, queue: str) -> None:
+        """``task-sent``, with ``task_send_sent_event``: from the client, as Celery's."""
+        from .events import EventDispatcher
+
+        if self._sent_dispatcher is None or self._sent_dispatcher_pid != os.getpid():
+            self._sent_dispatcher, self._sent_dispatcher_pid = EventDispatcher(self, self.origin_name), os.getpid()
+        self._sent_dispatcher.send(
+            "task-sent", uuid=message.id, root_id=message.root_id, parent_id=message.parent_id, name=message.task,
+            args=message.argsrepr, kwargs=message.kwargsrepr, retries=message.retries, eta=message.eta,
+            expires=message.expires, queue=queue, exchange=exchange, routing_key=routing_key,
+        )  # fmt: skip
 
     def AsyncResult(
         self,

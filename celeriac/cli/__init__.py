@@ -88,6 +88,7 @@ def help_(ctx: click.Context) -> None:
 def _register() -> None:
     from .call import call
     from .control import control, inspect, status
+    from .events import events
     from .multi import multi
     from .purge import purge, purge_results
     from .report import report
@@ -95,7 +96,7 @@ def _register() -> None:
     from .shell import shell
     from .worker import worker
 
-    for command in (worker, call, result, purge, purge_results, report, shell, multi, control, inspect, status):
+    for command in (worker, call, result, purge, purge_results, report, shell, multi, control, inspect, status, events):
         celeriac.add_command(command)
 
 

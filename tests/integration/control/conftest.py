@@ -53,3 +53,6 @@ def _on(kind: str, request: pytest.FixtureRequest, project: Project) -> Project:
         project.monkeypatch.setenv("CELERIAC_RESULT_BACKEND", project.result_backend or "")
     project.write("tasks.py", TASKS)
     return project
+
+
+from tests.integration.redis.conftest import redis_project  # noqa: E402,F401 - fixture
