@@ -17,7 +17,7 @@ import os
 import ssl
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
@@ -25,7 +25,10 @@ import redis.exceptions
 
 from .exceptions import ImproperlyConfigured, OperationalError
 
-__all__ = ["client_from_url", "connection_errors", "redis_error"]
+if TYPE_CHECKING:
+    import redis.asyncio
+
+__all__ = ["async_client_from_url", "client_from_url", "connection_errors", "redis_error"]
 
 connection_errors: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
@@ -42,6 +45,8 @@ _SSL_REQS = {
     "CERT_OPTIONAL": ssl.CERT_OPTIONAL,
     "CERT_NONE": ssl.CERT_NONE,
 }
+
+ASYNC_POOL_SIZE = 10  # connections per event loop for awaiting results
 
 _clients: dict[tuple[int, str, str], redis.Redis] = {}
 _lock = threading.Lock()
@@ -132,9 +137,37 @@ def _make_client(url: str, options: Mapping[str, Any], *, timeout: float, use_ss
     return redis.Redis(connection_pool=pool)
 
 
-def _sentinel_client(url: str, options: Mapping[str, Any], *, timeout: float, use_ssl: Any) -> redis.Redis:
-    from redis.sentinel import Sentinel
+def async_client_from_url(
+    url: str, options: Mapping[str, Any] | None = None, *, timeout: float = 4.0, use_ssl: Any = None
+) -> redis.asyncio.Redis:
+    """A new ``redis.asyncio`` client for ``url``, for use on the running event loop only."""
+    import redis.asyncio
 
+    options = options or {}
+    if url.lower().startswith("sentinel://"):
+        from redis.asyncio.sentinel import Sentinel
+
+        hosts, password, db, master = _sentinel_parts(url, options)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            hosts, socket_timeout=timeout, socket_connect_timeout=timeout,
+                            sentinel_kwargs=dict(options.get("sentinel_kwargs") or {}))  # fmt: skip
+        client: redis.asyncio.Redis = sentinel.master_for(master, password=password, db=db,
+                                                           socket_connect_timeout=timeout)  # fmt: skip
+        return client
+    kwargs = connection_kwargs(url, options, timeout=timeout, use_ssl=use_ssl)
+    # Many coroutines reading at once share a few connections (they queue for one) rather
+    # than each opening its own.
+    kwargs["max_connections"] = int(kwargs.get("max_connections") or ASYNC_POOL_SIZE)
+    kwargs["timeout"] = None
+    if "unix_socket_path" in kwargs:
+        kwargs["path"] = kwargs.pop("unix_socket_path")
+        kwargs["connection_class"] = redis.asyncio.UnixDomainSocketConnection
+    elif kwargs.pop("ssl", False):
+        kwargs["connection_class"] = redis.asyncio.SSLConnection
+    return redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool(**kwargs))
+
+
+def _sentinel_parts(url: str, options: Mapping[str, Any]) -> tuple[list[tuple[str, int]], str | None, int, str]:
     master = options.get("master_name")
     if not master:
         raise ImproperlyConfigured(
@@ -149,6 +182,13 @@ def _sentinel_client(url: str, options: Mapping[str, Any], *, timeout: float, us
         password = password or (unquote(parts.password) if parts.password else None)
         if parts.path.strip("/"):
             db = int(parts.path.strip("/"))
+    return hosts, password, db, str(master)
+
+
+def _sentinel_client(url: str, options: Mapping[str, Any], *, timeout: float, use_ssl: Any) -> redis.Redis:
+    from redis.sentinel import Sentinel
+
+    hosts, password, db, master = _sentinel_parts(url, options)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         hosts,
         socket_timeout=timeout,

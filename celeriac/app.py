@@ -10,9 +10,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from . import _state, signals
 from .backends import ResultBackend, create_backend
@@ -27,6 +27,7 @@ from .registry import TaskRegistry, gen_task_name
 from .result import AsyncResult
 from .routing import Router, annotate_task, queue_not_found
 from .signals import Signal
+from .task import AsyncTask
 from .task import Task as BaseTask
 
 if TYPE_CHECKING:
@@ -40,6 +41,27 @@ logger = logging.getLogger("celeriac.app")
 P = ParamSpec("P")
 R = TypeVar("R")
 
+
+class _TaskDecorator(Protocol):
+    """What ``@app.task(...)`` returns: a decorator, typed for sync and ``async def`` functions."""
+
+    @overload
+    def __call__(self, fun: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+
+    @overload
+    def __call__(self, fun: Callable[P, R], /) -> BaseTask[P, R]: ...
+
+
+class _BoundTaskDecorator(Protocol):
+    """``@app.task(bind=True)``: the first parameter (``self``, the task) is not part of the call."""
+
+    @overload
+    def __call__(self, fun: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+
+    @overload
+    def __call__(self, fun: Callable[Concatenate[Any, P], R], /) -> BaseTask[P, R]: ...
+
+
 DEFAULT_BROKER_URL = "sqlite://"
 
 # Applied to every app unless ``fixups=`` says otherwise; each is called with the app and
@@ -52,6 +74,27 @@ BROKER_MESSAGE_PROPERTIES = ("MessageGroupId", "MessageDeduplicationId")
 # Functions decorated with @shared_task, registered with every app as it is created.
 _shared_tasks: list[BaseTask[Any, Any]] = []
 _shared_lock = threading.Lock()
+
+
+def _original(task: BaseTask[Any, Any]) -> Any:
+    """The function a task was made from (under the pydantic wrapper, if any)."""
+    wrapped = getattr(task, "__wrapped__", None)
+    return getattr(wrapped, "__celeriac_original__", wrapped)
+
+
+def _with_pydantic(app: Celery | None, fun: Callable[..., Any], name: str, options: dict[str, Any]) -> Any:
+    """Apply ``pydantic=True`` (and its ``pydantic_*`` options, taken out of ``options``)."""
+    enabled = options.pop("pydantic", False)
+    strict = options.pop("pydantic_strict", False)
+    context = options.pop("pydantic_context", None)
+    dump_kwargs = options.pop("pydantic_dump_kwargs", None)
+    if not enabled:
+        return fun
+    from ._pydantic import pydantic_wrapper
+
+    wrapper = pydantic_wrapper(app or _state.get_current_app(), fun, name, strict, context, dump_kwargs)
+    wrapper.__celeriac_original__ = fun  # type: ignore[attr-defined]
+    return wrapper
 
 
 def _unpickle_task(name: str) -> BaseTask[Any, Any]:
@@ -233,12 +276,30 @@ class Celery:
 
     # -- tasks ----------------------------------------------------------------------
     @overload
+    def task(self, fun: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+
+    @overload
     def task(self, fun: Callable[P, R], /) -> BaseTask[P, R]: ...
 
     @overload
     def task(
-        self, *, name: str | None = ..., bind: bool = ..., base: type[BaseTask[Any, Any]] | None = ..., **options: Any
-    ) -> Callable[[Callable[P, R]], BaseTask[P, R]]: ...
+        self,
+        *,
+        bind: Literal[True],
+        name: str | None = ...,
+        base: type[BaseTask[Any, Any]] | None = ...,
+        **options: Any,
+    ) -> _BoundTaskDecorator: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = ...,
+        bind: Literal[False] = ...,
+        base: type[BaseTask[Any, Any]] | None = ...,
+        **options: Any,
+    ) -> _TaskDecorator: ...
 
     def task(self, *args: Any, **opts: Any) -> Any:
         """Decorator that turns a function into a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
@@ -264,8 +325,9 @@ class Celery:
             raise TypeError(f"@app.task decorates functions, got {fun!r}")
         name = name or self.gen_task_name(fun.__name__, fun.__module__)
         existing = self.tasks.get(name)
-        if existing is not None and getattr(existing, "__wrapped__", None) is fun:
+        if existing is not None and _original(existing) is fun:
             return existing
+        fun = _with_pydantic(self, fun, name, options)
         cls = base or self.task_cls
         task = cls(fun, app=self, name=name, bind=bind, **options)
         return self.register_task(task)
@@ -469,6 +531,14 @@ class Celery:
             raise queue_not_found(name)
 
     # -- sending ----------------------------------------------------------------------
+    async def asend_task(
+        self, name: str, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> AsyncResult[Any]:
+        """``send_task`` for async code (same arguments); doesn't block the event loop."""
+        from ._aio import to_thread
+
+        return await to_thread(self.send_task, name, args, kwargs, **options)
+
     def send_task(
         self,
         name: str,
@@ -666,7 +736,7 @@ class Celery:
         """A handle on the result of task ``id``."""
         return AsyncResult(id, backend=backend, task_name=task_name, app=self, parent=parent)
 
-    def signature(self, *args: Any, **kwargs: Any) -> Signature:
+    def signature(self, *args: Any, **kwargs: Any) -> Signature[Any]:
         kwargs["app"] = self
         return Signature(*args, **kwargs)
 
@@ -748,11 +818,19 @@ def _django_installed_apps() -> list[str]:
 
 
 @overload
+def shared_task(fun: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+
+
+@overload
 def shared_task(fun: Callable[P, R], /) -> BaseTask[P, R]: ...
 
 
 @overload
-def shared_task(**options: Any) -> Callable[[Callable[P, R]], BaseTask[P, R]]: ...
+def shared_task(*, bind: Literal[True], **options: Any) -> _BoundTaskDecorator: ...
+
+
+@overload
+def shared_task(*, bind: Literal[False] = ..., **options: Any) -> _TaskDecorator: ...
 
 
 def shared_task(*args: Any, **options: Any) -> Any:
@@ -770,9 +848,10 @@ def shared_task(*args: Any, **options: Any) -> Any:
         task_name = name or gen_task_name(None, fun.__name__, fun.__module__)
         with _shared_lock:
             for existing in _shared_tasks:
-                if existing.name == task_name and getattr(existing, "__wrapped__", None) is fun:
+                if existing.name == task_name and _original(existing) is fun:
                     return existing
-            task = base(fun, app=None, name=task_name, bind=bind, **options)
+            body = _with_pydantic(None, fun, task_name, options)
+            task = base(body, app=None, name=task_name, bind=bind, **options)
             _shared_tasks.append(task)
         for app in _state.all_apps():
             app.tasks.setdefault(task.name, task)

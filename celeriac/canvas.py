@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid as _uuid
 from collections.abc import Mapping, Sequence
 from copy import deepcopy
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._state import get_current_app
 
@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Signature", "maybe_signature", "signature", "subtask"]
 
+R = TypeVar("R")
 
-class Signature(dict[str, Any]):
+
+class Signature(dict[str, Any], Generic[R]):
     """A task call waiting to happen: ``add.s(2, 2)``, ``signature('tasks.add', args=(2, 2))``."""
 
     def __init__(
@@ -122,9 +124,9 @@ class Signature(dict[str, Any]):
 
     def clone(
         self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **opts: Any
-    ) -> Signature:
+    ) -> Signature[R]:
         new_args, new_kwargs, new_options = self._merge(args, kwargs, opts)
-        sig = Signature(
+        sig: Signature[R] = Signature(
             self.task,
             new_args,
             new_kwargs,
@@ -138,7 +140,7 @@ class Signature(dict[str, Any]):
 
     partial = clone
 
-    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
+    def set(self, immutable: bool | None = None, **options: Any) -> Signature[R]:
         """Set options (queue, countdown, priority, ...) in place; returns self for chaining."""
         if immutable is not None:
             self["immutable"] = immutable
@@ -154,12 +156,12 @@ class Signature(dict[str, Any]):
         self.options["task_id"] = task_id
         return self.app.AsyncResult(task_id, task_name=self.task)
 
-    def link(self, callback: Mapping[str, Any]) -> Signature:
+    def link(self, callback: Mapping[str, Any]) -> Signature[Any]:
         """Apply ``callback`` with this task's return value when it succeeds."""
         self.options.setdefault("link", []).append(dict(callback))
         return maybe_signature(callback, self._app)  # type: ignore[return-value]
 
-    def link_error(self, errback: Mapping[str, Any]) -> Signature:
+    def link_error(self, errback: Mapping[str, Any]) -> Signature[Any]:
         """Apply ``errback`` with this task's id when it fails."""
         self.options.setdefault("link_error", []).append(dict(errback))
         return maybe_signature(errback, self._app)  # type: ignore[return-value]
@@ -173,24 +175,24 @@ class Signature(dict[str, Any]):
         kwargs: Mapping[str, Any] | None = None,
         route_name: str | None = None,
         **options: Any,
-    ) -> AsyncResult[Any]:
+    ) -> AsyncResult[R]:
         """Send the task (partial args are prepended to the signature's, as in Celery)."""
         new_args, new_kwargs, new_options = self._merge(args, kwargs, options)
         task_type = getattr(self, "_type", None)
         if task_type is None and self.task in self.app.tasks:
             task_type = self.app.tasks[self.task]
         if task_type is not None:
-            result: AsyncResult[Any] = task_type.apply_async(new_args, new_kwargs, **new_options)
+            result: AsyncResult[R] = task_type.apply_async(new_args, new_kwargs, **new_options)
             return result
         return self.app.send_task(self.task, new_args, new_kwargs, **new_options)
 
-    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult[Any]:
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult[R]:
         """``apply_async`` with star arguments."""
         return self.apply_async(args, kwargs)
 
     def apply(
         self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
-    ) -> EagerResult[Any]:
+    ) -> EagerResult[R]:
         """Run the task here and now, without a worker."""
         new_args, new_kwargs, new_options = self._merge(args, kwargs, options)
         return self.type.apply(new_args, new_kwargs, **new_options)
@@ -199,7 +201,7 @@ class Signature(dict[str, Any]):
         new_args, new_kwargs, _ = self._merge(args, kwargs, None)
         return self.type(*new_args, **new_kwargs)
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Signature:
+    def __deepcopy__(self, memo: dict[int, Any]) -> Signature[R]:
         return Signature(dict(deepcopy(dict(self), memo)), app=getattr(self, "_app", None))
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -214,7 +216,7 @@ class Signature(dict[str, Any]):
         return dict(self)
 
 
-def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
+def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature[Any]:
     """Create a signature from a task name, a task, or a dict (Celery's ``signature``)."""
     app = kwargs.pop("app", None)
     if isinstance(varies, Mapping):
@@ -228,7 +230,7 @@ def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
 subtask = signature
 
 
-def maybe_signature(value: Any, app: Celery | None = None) -> Signature | None:
+def maybe_signature(value: Any, app: Celery | None = None) -> Signature[Any] | None:
     if value is None:
         return None
     if isinstance(value, Signature):

@@ -190,6 +190,7 @@ SETTINGS: dict[str, Setting] = {
     "worker_max_memory_per_child": _s(None, "int", "CELERYD_MAX_MEMORY_PER_CHILD"),
     "worker_max_tasks_per_child": _s(None, "int", "CELERYD_MAX_TASKS_PER_CHILD"),
     "worker_pool": _s("prefork", "str", "CELERYD_POOL"),
+    "worker_asyncio_threads": _s(10, "int"),
     "worker_pool_putlocks": _s(True, "bool", "CELERYD_POOL_PUTLOCKS"),
     "worker_pool_restarts": _s(False, "bool", "CELERYD_POOL_RESTARTS"),
     "worker_proc_alive_timeout": _s(4.0, "float"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -31,6 +31,20 @@ E_WOULDBLOCK = (
 )
 
 _join_allowed = False
+
+
+def warn_if_blocking_in_loop(what: str, instead: str) -> None:
+    """Warn when a blocking call is made from the thread of a running event loop."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return  # no event loop can be running without asyncio imported
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    import warnings
+
+    warnings.warn(f"{what} blocks the running event loop; use {instead} in async code", RuntimeWarning, stacklevel=3)
 
 
 def assert_will_not_block() -> None:
@@ -129,6 +143,7 @@ class AsyncResult(Generic[R]):
         """
         if disable_sync_subtasks:
             assert_will_not_block()
+        warn_if_blocking_in_loop("AsyncResult.get()", "`await result` or `await result.aget()`")
         if follow_parents and propagate and self.parent is not None:
             self.parent.maybe_throw()
         if self._cache is not None:
@@ -146,6 +161,62 @@ class AsyncResult(Generic[R]):
         return meta.result  # type: ignore[no-any-return]
 
     wait = get
+
+    # -- async ----------------------------------------------------------------
+    async def aget(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        follow_parents: bool = True,
+    ) -> R:
+        """:meth:`get` for async code: ``value = await result.aget(timeout=10)`` (or ``await result``).
+
+        Waits without blocking the event loop and without a thread: on Redis all the
+        coroutines of a loop share one pub/sub connection; on rpc:// the reply consumer
+        wakes them; other stores are polled with ``asyncio.sleep`` between reads.
+        """
+        if follow_parents and propagate and self.parent is not None:
+            parent_meta = await self.parent._ameta()
+            if parent_meta.status in states.PROPAGATE_STATES:
+                raise _with_remote_traceback(self.parent._exception(parent_meta), parent_meta.traceback)
+        meta = self._cache
+        if meta is None:
+            just_sent = self.sent_at is not None and time.monotonic() - self.sent_at < JUST_SENT
+            meta = await self.backend.await_for(self.id, timeout=timeout, interval=interval, just_sent=just_sent)
+            self._cache = meta
+        if meta.status in states.PROPAGATE_STATES and propagate:
+            raise _with_remote_traceback(self._exception(meta), meta.traceback)
+        return meta.result  # type: ignore[no-any-return]
+
+    def __await__(self) -> Generator[Any, None, R]:
+        """``await result``: the task's value (its exception is raised), as ``await result.aget()``."""
+        return self.aget().__await__()
+
+    async def _ameta(self) -> ResultMeta:
+        if self._cache is not None:
+            return self._cache
+        import asyncio
+
+        meta = await asyncio.to_thread(self.backend.get_meta, self.id)
+        if meta.ready:
+            self._cache = meta
+        return meta
+
+    async def astate(self) -> str:
+        """:attr:`state` for async code."""
+        return (await self._ameta()).status
+
+    async def aready(self) -> bool:
+        """:meth:`ready` for async code."""
+        return (await self._ameta()).status in states.READY_STATES
+
+    async def aforget(self) -> None:
+        """:meth:`forget` for async code."""
+        import asyncio
+
+        self._cache = None
+        await asyncio.to_thread(self.backend.forget, self.id)
 
     def _exception(self, meta: ResultMeta) -> BaseException:
         exc = meta.result
@@ -318,7 +389,19 @@ class EagerResult(AsyncResult[R]):
 
     wait = get
 
+    async def aget(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        follow_parents: bool = True,
+    ) -> R:
+        return self.get(propagate=propagate)
+
     def forget(self) -> None:
+        pass
+
+    async def aforget(self) -> None:
         pass
 
     def exists(self) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+import sys
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -69,6 +70,10 @@ def _json_default(obj: Any) -> Any:
             return _tag("base64", base64.b64encode(raw).decode("ascii"))
     if isinstance(obj, (set, frozenset)):
         return list(obj)
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(obj, pydantic.BaseModel):
+        # Sent as the dict a pydantic=True task validates back into the model.
+        return obj.model_dump(mode="json")
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 

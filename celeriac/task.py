@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .app import Celery
     from .result import AsyncResult, EagerResult
 
-__all__ = ["Context", "Task"]
+__all__ = ["AsyncTask", "Context", "Task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -211,9 +211,49 @@ class Task(Generic[P, R]):
         """The task body; override in class-based tasks."""
         raise NotImplementedError(f"task {self.name!r} has no body: pass a function or override run()")
 
+    @property
+    def is_async(self) -> bool:
+        """True for an ``async def`` task: its body returns a coroutine, awaited by the worker."""
+        cached = self.__dict__.get("_is_async")
+        if cached is None:
+            fun = self._fun if self._fun is not None else self.run
+            cached = inspect.iscoroutinefunction(fun)
+            self.__dict__["_is_async"] = cached
+        return bool(cached)
+
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send the task to a worker: a shortcut for ``apply_async(args, kwargs)``."""
         return self.apply_async(args, kwargs)
+
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """``delay`` for async code: ``result = await add.adelay(2, 2)``; doesn't block the event loop."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        task_id: str | None = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
+        """``apply_async`` for async code (same arguments); doesn't block the event loop.
+
+        The message is published from a worker thread of the loop's default executor
+        (broker clients are synchronous), with this coroutine's context, so a task sent
+        from inside an async task gets its parent and root ids.
+        """
+        from ._aio import to_thread
+
+        app = self.app
+        if app.autofinalize and not app.finalized:
+            app.finalize(auto=True)
+        if app.conf.task_always_eager:
+            if self.typing:
+                self.check_arguments(args or (), kwargs or {})
+            options.pop("countdown", None)
+            options.pop("eta", None)
+            return await self.aapply(args, kwargs, task_id=task_id, **options)
+        return await to_thread(self.apply_async, args, kwargs, task_id, **options)
 
     def apply_async(
         self,
@@ -306,11 +346,72 @@ class Task(Generic[P, R]):
         headers: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> EagerResult[R]:
-        """Run the task in this process, now, and return an :class:`~celeriac.result.EagerResult`."""
-        import uuid
+        """Run the task in this process, now, and return an :class:`~celeriac.result.EagerResult`.
 
-        from .result import EagerResult
+        An ``async def`` task runs on this process's event loop while this thread waits;
+        from async code, ``await task.aapply(...)`` runs it on the caller's loop instead.
+        """
         from .worker.execute import execute
+
+        while True:
+            ctx, throw = self._eager_request(args, kwargs, link, link_error, task_id, retries, throw, headers, options)
+            outcome = execute(self.app, self, ctx, eager=True)
+            retry = self._eager_retry(outcome)
+            if retry is None:
+                return self._eager_result(ctx, outcome, throw)
+            args, kwargs, task_id, retries = retry.args, retry.kwargs, ctx.id, (retries or 0) + 1
+
+    async def aapply(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        link: Any = None,
+        link_error: Any = None,
+        task_id: str | None = None,
+        retries: int | None = None,
+        throw: bool | None = None,
+        headers: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> EagerResult[R]:
+        """``apply`` for async code: an ``async def`` task is awaited on the running loop."""
+        from .worker.execute import execute_async
+
+        while True:
+            ctx, throw = self._eager_request(args, kwargs, link, link_error, task_id, retries, throw, headers, options)
+            outcome = await execute_async(self.app, self, ctx, eager=True)
+            retry = self._eager_retry(outcome)
+            if retry is None:
+                return self._eager_result(ctx, outcome, throw)
+            args, kwargs, task_id, retries = retry.args, retry.kwargs, ctx.id, (retries or 0) + 1
+
+    def _eager_retry(self, outcome: Any) -> Signature[Any] | None:
+        if outcome.state == states.RETRY and isinstance(outcome.exc, Retry) and outcome.exc.sig is not None:
+            sig: Signature[Any] = outcome.exc.sig
+            return sig
+        return None
+
+    def _eager_result(self, ctx: Context, outcome: Any, throw: bool) -> EagerResult[R]:
+        from .result import EagerResult
+
+        if outcome.exc is not None and throw and outcome.state == states.FAILURE:
+            raise outcome.exc
+        value = outcome.exc if outcome.state in states.EXCEPTION_STATES else outcome.retval
+        return EagerResult(ctx.id or "", value, outcome.state, traceback=outcome.traceback, name=self.name,
+                           app=self.app)  # fmt: skip
+
+    def _eager_request(
+        self,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        link: Any,
+        link_error: Any,
+        task_id: str | None,
+        retries: int | None,
+        throw: bool | None,
+        headers: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+    ) -> tuple[Context, bool]:
+        import uuid
 
         app = self.app
         if app.autofinalize and not app.finalized:
@@ -335,24 +436,7 @@ class Task(Generic[P, R]):
             ignore_result=bool(options.get("ignore_result", False)),
             hostname=app.origin_name,
         )
-        outcome = execute(app, self, ctx, eager=True)
-        if outcome.state == states.RETRY and isinstance(outcome.exc, Retry) and outcome.exc.sig is not None:
-            sig = outcome.exc.sig
-            return self.apply(
-                sig.args,
-                sig.kwargs,
-                link=link,
-                link_error=link_error,
-                task_id=task_id,
-                retries=(retries or 0) + 1,
-                throw=throw,
-                headers=headers,
-                **options,
-            )
-        if outcome.exc is not None and throw and outcome.state == states.FAILURE:
-            raise outcome.exc
-        value = outcome.exc if outcome.state in states.EXCEPTION_STATES else outcome.retval
-        return EagerResult(task_id, value, outcome.state, traceback=outcome.traceback, name=self.name, app=app)
+        return ctx, bool(throw)
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult[R]:
         from .result import AsyncResult
@@ -360,18 +444,18 @@ class Task(Generic[P, R]):
         return AsyncResult(task_id, backend=kwargs.get("backend"), task_name=self.name, app=self.app)
 
     # -- signatures ------------------------------------------------------------
-    def signature(self, args: Sequence[Any] | None = None, *starargs: Any, **starkwargs: Any) -> Signature:
+    def signature(self, args: Sequence[Any] | None = None, *starargs: Any, **starkwargs: Any) -> Signature[R]:
         """A :class:`~celeriac.canvas.Signature` of a call to this task."""
         starkwargs.setdefault("app", self._app)
         return Signature(self, args, *starargs, **starkwargs)
 
     subtask = signature
 
-    def s(self, *args: Any, **kwargs: Any) -> Signature:
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """``add.s(2, 2)``: a partial signature (more args can be prepended when applied)."""
         return self.signature(args, kwargs)
 
-    def si(self, *args: Any, **kwargs: Any) -> Signature:
+    def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """An immutable signature: applying it ignores any new arguments (e.g. a parent's result)."""
         return self.signature(args, kwargs, immutable=True)
 
@@ -432,7 +516,7 @@ class Task(Generic[P, R]):
         kwargs: Mapping[str, Any] | None = None,
         queue: str | None = None,
         **extra_options: Any,
-    ) -> Signature:
+    ) -> Signature[R]:
         request = request or self.request
         delivery_info = request.delivery_info or {}
         hard, soft = request.timelimit or (None, None)
@@ -519,6 +603,18 @@ class Task(Generic[P, R]):
         from .app import _unpickle_task
 
         return _unpickle_task, (self.name,)
+
+
+if TYPE_CHECKING:
+
+    class AsyncTask(Task[P, R]):
+        """An ``async def`` task, for type checkers: calling it directly gives a coroutine of ``R``;
+        ``delay()`` and ``apply_async()`` give an ``AsyncResult[R]`` as for any task."""
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...  # type: ignore[override]
+
+else:
+    AsyncTask = Task  # one class at run time: the worker tells async tasks apart with Task.is_async
 
 
 def _as_list(value: Any) -> list[Any] | None:

@@ -145,6 +145,32 @@ class ResultBackend(abc.ABC):
         """Wait up to ``seconds`` for a change; stores with notifications override this."""
         time.sleep(seconds)
 
+    async def await_for(
+        self, task_id: str, *, timeout: float | None = None, interval: float = 0.5, just_sent: bool = False
+    ) -> ResultMeta:
+        """:meth:`wait_for` for async code: the event loop is never blocked.
+
+        This default polls with the same backoff, each read done in the loop's default
+        executor and each pause an ``asyncio.sleep``, so no thread is held while waiting.
+        Stores with notifications override it.
+        """
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        step = POLL_START
+        while True:
+            meta = await asyncio.to_thread(self.get_meta, task_id)
+            if meta.ready:
+                return meta
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
+            wait = min(step, interval)
+            if deadline is not None:
+                wait = max(0.0, min(wait, deadline - loop.time()))
+            await asyncio.sleep(wait)
+            step = min(step * 2, max(interval, POLL_START))
+
     # -- built on the interface ---------------------------------------------
     def get_meta(self, task_id: str) -> ResultMeta:
         try:

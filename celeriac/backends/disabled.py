@@ -37,5 +37,10 @@ class DisabledBackend(ResultBackend):
     ) -> ResultMeta:
         raise NotImplementedError(E_NO_BACKEND)
 
+    async def await_for(
+        self, task_id: str, *, timeout: float | None = None, interval: float = 0.5, just_sent: bool = False
+    ) -> ResultMeta:
+        raise NotImplementedError(E_NO_BACKEND)
+
     def get_meta(self, task_id: str) -> ResultMeta:
         raise NotImplementedError(E_NO_BACKEND)

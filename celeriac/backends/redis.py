@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from .base import KeyValueBackend, ResultMeta
 
 if TYPE_CHECKING:
     from ..app import Celery
+    from ._redis_async import AsyncResultListener
 
 __all__ = ["RedisBackend"]
 
@@ -48,6 +50,8 @@ class RedisBackend(KeyValueBackend):
         self._listener_obj: ResultListener | None = None
         self._store_script: Any = None
         self._listener_pid = 0
+        # One listener per event loop (redis.asyncio connections belong to the loop that made them).
+        self._async_listeners: weakref.WeakKeyDictionary[Any, AsyncResultListener] = weakref.WeakKeyDictionary()
 
     @property
     def client(self) -> redis.Redis:
@@ -130,6 +134,45 @@ class RedisBackend(KeyValueBackend):
                     return meta
         finally:
             listener.remove(waiter)
+
+    async def await_for(
+        self, task_id: str, *, timeout: float | None = None, interval: float = 0.5, just_sent: bool = False
+    ) -> ResultMeta:
+        import asyncio
+
+        listener = self._async_listener()
+        key = self.task_key(task_id)
+
+        async def read() -> ResultMeta:
+            try:
+                raw = await listener.client.get(key)
+            except connection_errors as exc:
+                raise redis_error(exc, self.url, "reading a result") from exc
+            if raw is None:
+                return ResultMeta(task_id=task_id)
+            return self.decode_meta(raw if isinstance(raw, bytes) else raw.encode(), task_id)
+
+        try:
+            meta: ResultMeta = await listener.wait(key, read, lambda data: self.decode_meta(data, task_id), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"The operation timed out waiting for task {task_id}.") from None
+        except connection_errors as exc:
+            raise redis_error(exc, self.url, "waiting for a result") from exc
+        return meta
+
+    def _async_listener(self) -> AsyncResultListener:
+        import asyncio
+
+        from .._redis import async_client_from_url
+        from ._redis_async import AsyncResultListener
+
+        loop = asyncio.get_running_loop()
+        listeners = self._async_listeners
+        listener = listeners.get(loop)
+        if listener is None:
+            client = async_client_from_url(self.url, self._options, timeout=self._timeout, use_ssl=self._use_ssl)
+            listener = listeners[loop] = AsyncResultListener(client)
+        return listener
 
     def close(self) -> None:
         if self._listener_obj is not None and self._listener_pid == os.getpid():

@@ -73,6 +73,8 @@ class RPCBackend(KeyValueBackend):
         self._read: OrderedDict[str, ResultMeta] = OrderedDict()
         self._sent: set[str] = set()
         self._listening: tuple[Any, str] | None = None  # (broker, reply queue)
+        # Coroutines awaiting a task: woken from the IO thread through their loop.
+        self._async_waiters: dict[str, list[tuple[Any, Any]]] = {}  # task id -> [(loop, asyncio.Event)]
 
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:
@@ -127,6 +129,12 @@ class RPCBackend(KeyValueBackend):
                 return  # a late STARTED/RETRY never hides the final state
             self._results[task_id] = meta
             self._cond.notify_all()
+            waiters = list(self._async_waiters.get(task_id, ()))
+        for loop, event in waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:
+                pass  # that loop is closed
 
     # -- storing (worker side) ------------------------------------------------------------
     def store_result(
@@ -209,6 +217,41 @@ class RPCBackend(KeyValueBackend):
                 if self._cond.wait(wait):
                     continue
             self._listen()  # nothing for a while: make sure the connection (and so the reply queue) is up
+
+    async def await_for(
+        self, task_id: str, *, timeout: float | None = None, interval: float = 0.5, just_sent: bool = False
+    ) -> ResultMeta:
+        import asyncio
+
+        self._check_fork()
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        entry = (loop, event)
+        deadline = None if timeout is None else loop.time() + timeout
+        with self._cond:
+            self._async_waiters.setdefault(task_id, []).append(entry)
+        try:
+            while True:
+                with self._cond:
+                    meta = self._known(task_id)
+                if meta is not None and meta.ready:
+                    return meta
+                wait = RECHECK if deadline is None else min(RECHECK, deadline - loop.time())
+                if wait <= 0:
+                    raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
+                try:
+                    await asyncio.wait_for(event.wait(), wait)
+                    event.clear()
+                except asyncio.TimeoutError:
+                    # Nothing for a while: make sure the connection (and so the reply queue) is up.
+                    await asyncio.to_thread(self._listen)
+        finally:
+            with self._cond:
+                group = self._async_waiters.get(task_id, [])
+                if entry in group:
+                    group.remove(entry)
+                if not group:
+                    self._async_waiters.pop(task_id, None)
 
     def forget(self, task_id: str) -> None:
         with self._cond:

@@ -72,7 +72,7 @@ def _group_id(value: str | None) -> int | None:
 @click.option("--prefetch-multiplier", type=click.IntRange(min=1), help="Messages held per pool slot.")
 @click.option("--disable-prefetch", is_flag=True, help="Hold only one message per free slot.")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Pool size (default: number of CPUs).")
-@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), help="Pool implementation.")
+@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo", "asyncio"]), help="Pool implementation.")
 @click.option(
     "-E",
     "--task-events",

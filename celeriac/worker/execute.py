@@ -6,14 +6,19 @@ for eager calls, so a task behaves the same wherever it runs.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import os
 import time
 import traceback as tb_module
+from collections.abc import Generator
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from .. import signals, states
+from .._aio import Interruptible, run_blocking
 from .._state import current_task_var
 from ..canvas import Signature
 from ..exceptions import Ignore, Reject, Retry
@@ -23,7 +28,7 @@ if TYPE_CHECKING:
     from ..app import Celery
     from ..task import Context, Task
 
-__all__ = ["ExceptionInfo", "Outcome", "execute"]
+__all__ = ["ExceptionInfo", "Outcome", "execute", "execute_async"]
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -84,7 +89,61 @@ def _user_frames(tb: Any) -> Any:
 
 
 def execute(app: Celery, task: Task[Any, Any], ctx: Context, *, eager: bool = False) -> Outcome:
-    """Run ``task`` for the request ``ctx`` and record the outcome."""
+    """Run ``task`` for the request ``ctx`` and record the outcome.
+
+    An ``async def`` task's coroutine runs on this process's event loop (see ``_aio``)
+    while this thread waits, so every pool can run async tasks.
+    """
+    steps = _steps(app, task, ctx, eager)
+    try:
+        awaitable = next(steps)
+        while True:
+            try:
+                value = run_blocking(awaitable)
+            except BaseException as exc:
+                awaitable = steps.throw(exc)
+            else:
+                awaitable = steps.send(value)
+    except StopIteration as done:
+        outcome: Outcome = done.value
+        return outcome
+
+
+async def execute_async(
+    app: Celery, task: Task[Any, Any], ctx: Context, *, eager: bool = False, holder: Any = None
+) -> Outcome:
+    """:func:`execute` for an event loop: the task's coroutine is awaited here, in this asyncio task.
+
+    ``holder.box`` is set to the :class:`~celeriac._aio.Interruptible` running the
+    coroutine, for time limits and revokes to interrupt it.
+    """
+    steps = _steps(app, task, ctx, eager)
+    try:
+        awaitable = next(steps)
+        while True:
+            box = Interruptible(awaitable)
+            if holder is not None:
+                holder.box = box
+            try:
+                value = await box
+            except BaseException as exc:
+                awaitable = steps.throw(exc)
+            else:
+                awaitable = steps.send(value)
+            finally:
+                if holder is not None:
+                    holder.box = None
+    except StopIteration as done:
+        outcome: Outcome = done.value
+        return outcome
+
+
+def _steps(app: Celery, task: Task[Any, Any], ctx: Context, eager: bool) -> Generator[Any, Any, Outcome]:
+    """The whole of running a task, as a generator that yields the task's awaitable, if it has one.
+
+    The drivers above send back its value (or throw its exception), so signals,
+    retries and result storage are written once for sync and async tasks.
+    """
     args, kwargs = tuple(ctx.args), dict(ctx.kwargs)
     ignore_result = bool(task.opt("ignore_result") or ctx.ignore_result)
     store = (not eager) or bool(app.conf.task_store_eager_result)
@@ -99,6 +158,8 @@ def execute(app: Celery, task: Task[Any, Any], ctx: Context, *, eager: bool = Fa
         try:
             task.before_start(_tid(ctx), args, kwargs)
             retval = task(*args, **kwargs)
+            if type(retval) is CoroutineType or inspect.isawaitable(retval):
+                retval = yield retval
         except Exception as exc:
             retry = _autoretry(task, exc)
             if retry is None:
@@ -116,8 +177,8 @@ def execute(app: Celery, task: Task[Any, Any], ctx: Context, *, eager: bool = Fa
         signals.task_rejected.send(sender=task, message=None, exc=exc)
         outcome = Outcome(_tid(ctx), task.name, state, time.perf_counter() - start, action, exc_repr=repr(exc))
     except BaseException as exc:
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not eager:
-            raise
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)) and not eager:
+            raise  # the worker is stopping, or the pool stopped this task (revoke terminate): the pool decides
         state, einfo = states.FAILURE, ExceptionInfo(exc)
         outcome = _on_failure(app, task, ctx, exc, einfo, backend, ignore_result, args, kwargs, start)
     else:
@@ -281,7 +342,7 @@ def _apply_callbacks(app: Celery, ctx: Context, retval: Any) -> None:
             logger.exception("could not apply callback %r of task %s", callback, _tid(ctx))
     if ctx.chain:
         chain = list(ctx.chain)
-        step = Signature(dict(chain.pop()), app=app)
+        step: Signature[Any] = Signature(dict(chain.pop()), app=app)
         try:
             step.apply_async((retval,), chain=chain or None, parent_id=_tid(ctx), root_id=ctx.root_id)
         except Exception:
@@ -290,7 +351,7 @@ def _apply_callbacks(app: Celery, ctx: Context, retval: Any) -> None:
 
 def _apply_errbacks(app: Celery, ctx: Context, exc: BaseException, einfo: ExceptionInfo) -> None:
     for errback in ctx.errbacks or ():
-        sig = Signature(dict(errback), app=app)
+        sig: Signature[Any] = Signature(dict(errback), app=app)
         try:
             task = app.tasks.get(sig.task)
             if task is not None and _takes_request(task):

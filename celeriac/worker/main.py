@@ -40,7 +40,7 @@ __all__ = ["WorkController", "default_nodename", "expand_hostname"]
 
 logger = logging.getLogger("celeriac.worker")
 
-POOLS = ("prefork", "threads", "solo")
+POOLS = ("prefork", "threads", "solo", "asyncio")
 HEARTBEAT_FREQ = 2.0  # seconds between worker-heartbeat events, as Celery
 
 
@@ -81,6 +81,10 @@ def create_pool(kind: str, app: Celery, concurrency: int, **kwargs: Any) -> Pool
         from .pools.prefork import PreforkPool
 
         return PreforkPool(app, concurrency, **kwargs)
+    if kind == "asyncio":
+        from .pools.aio import AsyncioPool
+
+        return AsyncioPool(app, concurrency)
     raise ImproperlyConfigured(f"unknown pool {kind!r} (choose from {', '.join(POOLS)})", key="worker_pool")
 
 
