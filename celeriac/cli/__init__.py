@@ -88,6 +88,7 @@ def help_(ctx: click.Context) -> None:
 def _register() -> None:
     from .call import call
     from .control import control, inspect, status
+    from .dashboard import dashboard
     from .events import events
     from .multi import multi
     from .purge import purge, purge_results
@@ -98,6 +99,7 @@ def _register() -> None:
 
     for command in (worker, call, result, purge, purge_results, report, shell, multi, control, inspect, status, events):
         celeriac.add_command(command)
+    celeriac.add_command(dashboard)
 
 
 _register()
