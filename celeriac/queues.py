@@ -103,7 +103,8 @@ class Queue:
         queue_arguments: extra declaration arguments, e.g. ``{"x-queue-type": "quorum"}``.
         max_priority: highest priority (``x-max-priority``; on RabbitMQ 9 is the most urgent).
         durable: survives a broker restart.
-        expires, message_ttl: seconds (``x-expires``, ``x-message-ttl``).
+        expires: seconds an unused queue is kept (``x-expires``).
+        message_ttl: seconds a message waits in the queue at most (``x-message-ttl``).
     """
 
     def __init__(
