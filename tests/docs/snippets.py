@@ -251,7 +251,7 @@ class Page:
                 raise SnippetError(
                     f"{block.where}: `{command}` did not print {want!r} (in the order shown). It printed:\n{output}"
                 )
-            self.ids.update(zip(_UUID.findall(want), _UUID.findall(got[at])))
+            self.ids.update(zip(_UUID.findall(want), _UUID.findall(got[at]), strict=True))
             at += 1
 
     def _variant(self, block: Block) -> None:
