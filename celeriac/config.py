@@ -60,6 +60,7 @@ SETTINGS: dict[str, Setting] = {
     "beat_schedule_filename": _s("celerybeat-schedule", "str", "CELERYBEAT_SCHEDULE_FILENAME"),
     "beat_sync_every": _s(0, "int", "CELERYBEAT_SYNC_EVERY"),
     "beat_cron_starting_deadline": _s(None, "int"),
+    "beat_lease_timeout": _s(10.0, "float"),  # celeriac: seconds a silent leader keeps the beat lease
     "broker_url": _s(None, "url", "BROKER_URL"),
     "broker_read_url": _s(None, "url", "BROKER_READ_URL"),
     "broker_write_url": _s(None, "url", "BROKER_WRITE_URL"),

@@ -26,6 +26,7 @@ from celeriac.config import SETTINGS  # noqa: E402
 
 # Settings Celery 5 doesn't have.
 CELERIAC_ONLY = {
+    "beat_lease_timeout",
     "broker_pool_acquire_timeout",
     "result_chord_ordered",
     "task_rate_limit_scope",
@@ -59,9 +60,10 @@ DESCRIPTIONS: dict[str, str] = {
     "beat_max_loop_interval": "Longest time beat sleeps between checks of the schedule, in seconds.",
     "beat_schedule": "The periodic tasks: `{name: {'task': ..., 'schedule': ..., 'args': ...}}`.",
     "beat_scheduler": "The scheduler class beat uses.",
-    "beat_schedule_filename": "File in which the default scheduler keeps the last run times.",
+    "beat_schedule_filename": "SQLite file for beat's state when set, or when the broker has no store of its own.",
     "beat_sync_every": "Number of sent periodic tasks after which beat saves its state.",
     "beat_cron_starting_deadline": "How late, in seconds, a missed crontab run may still be sent.",
+    "beat_lease_timeout": "Seconds before a standby beat takes over from a leader that stopped renewing its lease.",
     "broker_url": "The broker: `sqlite://` (embedded), `redis://`, `amqp://`, `sqs://`; `;` separates failover URLs.",
     "broker_read_url": "A broker URL used only to consume.",
     "broker_write_url": "A broker URL used only to publish.",

@@ -86,6 +86,7 @@ def help_(ctx: click.Context) -> None:
 
 
 def _register() -> None:
+    from .beat import beat
     from .call import call
     from .control import control, inspect, status
     from .dashboard import dashboard
@@ -100,6 +101,7 @@ def _register() -> None:
     for command in (worker, call, result, purge, purge_results, report, shell, multi, control, inspect, status, events):
         celeriac.add_command(command)
     celeriac.add_command(dashboard)
+    celeriac.add_command(beat)
 
 
 _register()

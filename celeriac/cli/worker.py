@@ -105,6 +105,9 @@ def _group_id(value: str | None) -> int | None:
 @click.option("--uid", help="User to run as when detached.")
 @click.option("--gid", help="Group to run as when detached.")
 @click.option("--umask", help="umask when detached (octal).")
+@click.option("-B", "--beat", is_flag=True, help="Also run beat, the periodic task scheduler, in this worker.")
+@click.option("-s", "--schedule-filename", "--schedule", help="Beat's schedule state file (with -B; see `beat -s`).")
+@click.option("--scheduler", help="Beat's scheduler class (with -B).")
 @click.option("--executable", hidden=True)
 @pass_cli
 def worker(cli: CLIContext, /, **options: Any) -> None:
@@ -178,7 +181,29 @@ def worker(cli: CLIContext, /, **options: Any) -> None:
         app_path=cli.app_spec,
         quiet=cli.quiet,
     )
-    controller.start()
+    if not options["beat"]:
+        controller.start()
+        return
+    embedded = _embedded_beat(app, options["schedule_filename"], options["scheduler"])
+    try:
+        controller.start()
+    finally:
+        embedded.stop()
+
+
+def _embedded_beat(app: Any, schedule_filename: str | None, scheduler: str | None) -> Any:
+    """Beat in a thread of this worker, started once the worker is ready (its modules are imported by then)."""
+    from .. import signals
+    from ..beat import EmbeddedService
+
+    embedded = EmbeddedService(app, schedule_filename=schedule_filename, scheduler_cls=scheduler)
+
+    def start(**kwargs: Any) -> None:
+        if not embedded.is_alive():
+            embedded.start()
+
+    signals.worker_ready.connect(start, dispatch_uid=("celeriac-embedded-beat", id(embedded)))
+    return embedded
 
 
 def _expand_path(path: str | None, node: str | None, *, keep_index: bool = False) -> str | None:
