@@ -31,7 +31,7 @@ import abc
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -100,7 +100,8 @@ class ScheduleStore(abc.ABC):
 class MemoryScheduleStore(ScheduleStore):
     description = "memory (this process only)"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock  # the lease's clock (tests pass a fake one)
         self._lock = threading.Lock()
         self._owner: str | None = None
         self._expires = 0.0
@@ -108,7 +109,7 @@ class MemoryScheduleStore(ScheduleStore):
 
     def acquire(self, owner: str, ttl: float) -> bool:
         with self._lock:
-            now = time.monotonic()
+            now = self.clock()
             if self._owner not in (None, owner) and self._expires > now:
                 return False
             self._owner, self._expires = owner, now + ttl
@@ -129,7 +130,7 @@ class MemoryScheduleStore(ScheduleStore):
 
     def claim(self, owner: str, name: str, expected: str, state: str) -> bool:
         with self._lock:
-            if self._owner != owner or self._expires <= time.monotonic():
+            if self._owner != owner or self._expires <= self.clock():
                 return False
             if self._entries.get(name) != expected:
                 return False
@@ -153,16 +154,17 @@ CREATE TABLE IF NOT EXISTS celeriac_beat_entries (
 
 
 class SQLiteScheduleStore(ScheduleStore):
-    def __init__(self, path: str, scope: str) -> None:
+    def __init__(self, path: str, scope: str, clock: Callable[[], float] = time.time) -> None:
         from ._sqlite import SQLiteDatabase
 
+        self.clock = clock  # the lease's clock: wall time, shared by the processes on this host
         self.db = SQLiteDatabase(path, schema=_SQLITE_SCHEMA)
         self.scope = scope
         self.description = f"sqlite:///{path}"
 
     def acquire(self, owner: str, ttl: float) -> bool:
         with self.db.transaction() as conn:
-            now = time.time()
+            now = self.clock()
             row = conn.execute(
                 "SELECT owner, expires FROM celeriac_beat_lease WHERE scope = ?", (self.scope,)
             ).fetchone()
@@ -193,7 +195,7 @@ class SQLiteScheduleStore(ScheduleStore):
             row = conn.execute(
                 "SELECT owner, expires FROM celeriac_beat_lease WHERE scope = ?", (self.scope,)
             ).fetchone()
-            if row is None or row[0] != owner or row[1] <= time.time():
+            if row is None or row[0] != owner or row[1] <= self.clock():
                 return False
             cursor = conn.execute(
                 "UPDATE celeriac_beat_entries SET state = ? WHERE scope = ? AND name = ? AND state = ?",

@@ -272,7 +272,8 @@ class solar(BaseSchedule):
         try:
             found = method(sun, start=start, use_center=True) if self.use_center else method(sun, start=start)
         except self.ephem.CircumpolarError:
-            found = self.cal.next_antitransit(sun) + timedelta(minutes=1)
+            # No rising or setting that day (polar day or night): look again after the next anti-transit.
+            found = self.ephem.Date(self.cal.next_antitransit(sun) + self.ephem.minute)
         result: datetime = found.datetime()
         return result.replace(tzinfo=timezone.utc)
 
