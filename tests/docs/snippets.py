@@ -18,7 +18,8 @@ An HTML comment right before a block changes what happens to it:
 * ``<!-- snippet: file PATH -->``: the block is the content of ``PATH``, written, not executed;
 * ``<!-- snippet: variant redis|amqp -->``: the block is a complete ``tasks.py`` for that broker.
   It is written to a directory of its own and run with a real worker against the test's Redis
-  database or RabbitMQ vhost, and ``add.delay(4, 4).get()`` must give 8;
+  database (with a key prefix of its own, set after the block's code) or RabbitMQ vhost, and
+  ``add.delay(4, 4).get()`` must give 8;
 * ``<!-- snippet: skip REASON -->``: not run (needs a server or a machine the tests don't have).
 
 Failures name the page and the line of the block (``docs/first-steps.md:42``).
@@ -154,6 +155,7 @@ class Page:
     ids: dict[str, str] = field(default_factory=dict)  # id shown in the docs -> real id
     variant_urls: dict[str, str] = field(default_factory=dict)  # "redis"/"amqp" -> the test's broker URL
     redis_url: str = ""  # results of a variant that keeps them in Redis go here
+    redis_prefix: str = ""  # the test's own Redis keys: appended to a variant as transport options
 
     def run(self, block: Block) -> None:
         try:
@@ -260,7 +262,12 @@ class Page:
         backend = "rpc://" if "rpc://" in block.code else self.redis_url if "redis://" in block.code else ""
         where = self.workdir / f"variant-{kind}-{block.line}"
         where.mkdir()
-        (where / "tasks.py").write_text(block.code)
+        code = block.code
+        if self.redis_prefix:
+            options = {"global_keyprefix": self.redis_prefix}
+            code += f"\napp.conf.broker_transport_options = {options!r}\n"
+            code += f"app.conf.result_backend_transport_options = {options!r}\n"
+        (where / "tasks.py").write_text(code)
         env = dict(self.env, CELERIAC_BROKER_URL=broker)
         if backend:
             env["CELERIAC_RESULT_BACKEND"] = backend

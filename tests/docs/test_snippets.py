@@ -31,7 +31,7 @@ def test_page(path: Path, page_dir: Path, request: pytest.FixtureRequest) -> Non
     page = Page(path, page_dir, page_env(page_dir))
     kinds = {b.arg.split()[0] for b in blocks if b.marker == "variant"}
     if "redis" in kinds or any(b.marker == "variant" and "redis://" in b.code for b in blocks):
-        page.redis_url = request.getfixturevalue("redis_url")
+        page.redis_url, page.redis_prefix = request.getfixturevalue("docs_redis")
         page.variant_urls["redis"] = page.redis_url
     if "amqp" in kinds:
         page.variant_urls["amqp"] = f"amqp://guest:guest@127.0.0.1:5672/{request.getfixturevalue('vhost')}"
