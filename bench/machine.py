@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import sqlite3
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -52,7 +54,22 @@ def redis_server_version(redis_url: str) -> str:
         client.close()
 
 
-def describe(redis_url: str) -> dict[str, object]:
+def rabbitmq_version(amqp_url: str | None) -> str:
+    if amqp_url is None:
+        return "not used"
+    from bench.brokers import amqp_connection
+
+    try:
+        conn: Any = amqp_connection(amqp_url)
+    except Exception as exc:  # the report says why rather than failing
+        return f"unreachable ({exc.__class__.__name__})"
+    try:
+        return str(conn.server_properties.get("version", "unknown"))
+    finally:
+        conn.close()
+
+
+def describe(redis_url: str, amqp_url: str | None = None) -> dict[str, object]:
     """Everything the report says about the machine and the software under test."""
     return {
         "cpu": cpu_model(),
@@ -66,4 +83,8 @@ def describe(redis_url: str) -> dict[str, object]:
         "redis_py": package_version("redis"),
         "hiredis": package_version("hiredis"),
         "redis_server": redis_server_version(redis_url),
+        "rabbitmq_server": rabbitmq_version(amqp_url),
+        "sqlite": sqlite3.sqlite_version,
+        "amqp": package_version("amqp"),
+        "aio_pika": package_version("aio-pika"),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
+PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT = 30.0  # seconds between SIGTERM and SIGKILL
 SAMPLE_INTERVAL = 0.05  # seconds between two RSS samples
 RESCAN_EVERY = 20  # samples between two walks of /proc for new descendants
@@ -19,27 +21,26 @@ class WorkerError(RuntimeError):
     """The worker exited, or never answered."""
 
 
-class Worker:
-    """``python -m <system> -A <module> worker ...`` in its own session, its output in a log file."""
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the benchmark dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
-    def __init__(self, system: str, module: str, pool: str, concurrency: int, cwd: Path, env: dict[str, str]) -> None:
-        self.cmd = [
-            sys.executable,
-            "-m",
-            system,
-            "-A",
-            module,
-            "worker",
-            "-l",
-            "warning",
-            "-P",
-            pool,
-            "-c",
-            str(concurrency),
-        ]
+
+def worker_command(system: str, module: str, pool: str, concurrency: int) -> list[str]:
+    """``python -m <system> -A <module> worker -l warning -P <pool> -c <concurrency>`` (celeriac and Celery)."""
+    return [sys.executable, "-m", system, "-A", module, "worker", "-l", "warning", "-P", pool, "-c", str(concurrency)]
+
+
+class Worker:
+    """A worker command in its own session, its output in ``worker-<name>.log`` in ``cwd``."""
+
+    def __init__(self, cmd: list[str], cwd: Path, env: dict[str, str], name: str) -> None:
+        self.cmd = cmd
         self.cwd = cwd
         self.env = env
-        self.log_path = cwd / f"worker-{system}-{pool}.log"
+        self.log_path = cwd / f"worker-{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Worker:
@@ -69,6 +70,7 @@ class Worker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,  # only prctl: safe between fork and exec
             )
 
     def check_alive(self) -> None:

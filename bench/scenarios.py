@@ -1,14 +1,20 @@
-"""The task module, its client side, and the timed scenarios."""
+"""The task module, its client side, and the timed primitives every scenario is made of."""
 
 from __future__ import annotations
 
+import datetime
 import importlib
-import math
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import redis
+
+from bench.brokers import Broker
 from bench.procs import Worker, WorkerError
 
 READY_TIMEOUT = 120.0  # seconds for a fresh worker to answer its first ping
@@ -18,9 +24,19 @@ WARMUP_ROUNDTRIPS = 20
 TASK_MODULE = '''\
 """Written by bench/run.py: the tasks of the {system} benchmark."""
 
+import time
+
 from {system} import Celery
 
-app = Celery("{module}", broker={url!r}, backend={url!r})
+app = Celery("{module}", broker={broker_url!r}, backend={result_url!r})
+
+
+def burn(loops):
+    """Pure-Python work: the body of the cpu task, and what the benchmark calibrates it with."""
+    total = 0
+    for n in range(loops):
+        total += n * n % 7
+    return total
 
 
 @app.task
@@ -31,39 +47,75 @@ def ping():
 @app.task
 def noop(i):
     return i
+
+
+@app.task
+def sleep(i, seconds):
+    time.sleep(seconds)
+    return i
+
+
+@app.task
+def cpu(i, loops):
+    burn(loops)
+    return i
 '''
+
+# Celery runs no coroutine tasks: only celeriac's module gets one.
+ASYNC_TASKS = """
+
+import asyncio
+
+
+@app.task
+async def asleep(i, seconds):
+    await asyncio.sleep(seconds)
+    return i
+
+
+@app.task
+async def anoop(i):
+    return i
+"""
 
 
 @dataclass
 class Client:
-    """The benchmark's own side of one system: the app and its two tasks, imported from the task module."""
+    """The benchmark's own side of one system: the app and its tasks, imported from the task module."""
 
     system: str
+    broker: Broker
     module: str
     app: Any
     ping: Any
     noop: Any
+    tasks: ModuleType
+
+    def task(self, name: str) -> Any:
+        return getattr(self.tasks, name)
 
     def close(self) -> None:
         self.app.close()
 
 
-def module_name(system: str) -> str:
-    return f"bench_tasks_{system}"
+def module_name(system: str, broker: str) -> str:
+    return f"bench_tasks_{system}_{broker}"
 
 
-def write_task_module(directory: Path, system: str, redis_url: str) -> str:
-    """Write the task module for ``system`` into ``directory``; return its module name."""
-    module = module_name(system)
-    source = TASK_MODULE.format(system=system, module=module, url=redis_url)
+def write_task_module(directory: Path, system: str, broker: Broker) -> str:
+    """Write the task module for ``system`` on ``broker`` into ``directory``; return its module name."""
+    module = module_name(system, broker.name)
+    source = TASK_MODULE.format(system=system, module=module, broker_url=broker.url, result_url=broker.result_url)
+    if system == "celeriac":
+        source += ASYNC_TASKS
     (directory / f"{module}.py").write_text(source)
     return module
 
 
-def load_client(system: str, module: str) -> Client:
+def load_client(system: str, broker: Broker, module: str) -> Client:
     """Import the task module (its directory must be on sys.path) as the worker does."""
     mod = importlib.import_module(module)
-    return Client(system=system, module=module, app=mod.app, ping=mod.ping, noop=mod.noop)
+    return Client(system=system, broker=broker, module=module, app=mod.app, ping=mod.ping, noop=mod.noop, tasks=mod)
 
 
 def wait_until_ready(client: Client, worker: Worker, timeout: float = READY_TIMEOUT) -> float:
@@ -83,7 +135,20 @@ def wait_until_ready(client: Client, worker: Worker, timeout: float = READY_TIME
 
 def check_value(got: object, expected: int) -> None:
     if got != expected:
-        raise WorkerError(f"noop({expected}) returned {got!r}")
+        raise WorkerError(f"task {expected} returned {got!r}")
+
+
+Send = Callable[[int], Any]  # sends task number i, returns a handle
+Fetch = Callable[[Any], object]  # waits for a handle's result
+
+
+def celery_send(task: Any, *args: object) -> Send:
+    """``task.delay(i, *args)``."""
+    return lambda i: task.delay(i, *args)
+
+
+def celery_fetch(result: Any) -> object:
+    return result.get(timeout=GET_TIMEOUT)
 
 
 @dataclass
@@ -91,6 +156,8 @@ class Throughput:
     tasks: int
     enqueue_seconds: float
     e2e_seconds: float
+    start_time: float  # time.time() at the first send, to compare with the results' date_done
+    task_ids: list[str]
 
     @property
     def enqueue_rate(self) -> float:
@@ -101,39 +168,75 @@ class Throughput:
         return self.tasks / self.e2e_seconds
 
 
-def throughput(client: Client, tasks: int) -> Throughput:
-    """Send ``tasks`` no-op tasks, then fetch every result in order with ``get()``."""
-    start = time.perf_counter()
-    results = [client.noop.delay(i) for i in range(tasks)]
+def batch(send: Send, fetch: Fetch, tasks: int) -> Throughput:
+    """Send ``tasks`` tasks one after the other, then fetch every result in order; each returns its number."""
+    start_time, start = time.time(), time.perf_counter()
+    handles = [send(i) for i in range(tasks)]
     sent = time.perf_counter()
-    for i, result in enumerate(results):
-        check_value(result.get(timeout=GET_TIMEOUT), i)
+    for i, handle in enumerate(handles):
+        check_value(fetch(handle), i)
     done = time.perf_counter()
-    return Throughput(tasks=tasks, enqueue_seconds=sent - start, e2e_seconds=done - start)
+    return Throughput(
+        tasks=tasks,
+        enqueue_seconds=sent - start,
+        e2e_seconds=done - start,
+        start_time=start_time,
+        task_ids=[str(handle.id) for handle in handles],
+    )
 
 
-def roundtrip(client: Client, i: int) -> float:
-    """One ``noop.delay(i).get()``: its latency in seconds."""
-    start = time.perf_counter()
-    check_value(client.noop.delay(i).get(timeout=GET_TIMEOUT), i)
-    return time.perf_counter() - start
+def worker_rate(result: Throughput, redis_url: str) -> float:
+    """Tasks/s from the first send until the worker stored the last result (the client's fetching left out)."""
+    return result.tasks / max(last_done(redis_url, result.task_ids) - result.start_time, 1e-6)
 
 
-def warm_up(client: Client, count: int = WARMUP_ROUNDTRIPS) -> None:
+def noop_task(client: Client, pool: str) -> Any:
+    """The no-op task a pool runs: ``async def anoop`` on celeriac's asyncio pool, ``def noop`` elsewhere."""
+    return client.task("anoop") if pool == "asyncio" else client.noop
+
+
+def throughput(client: Client, tasks: int, pool: str = "solo") -> Throughput:
+    """Send ``tasks`` no-op tasks, then fetch every result in order with ``get()``."""
+    return batch(celery_send(noop_task(client, pool)), celery_fetch, tasks)
+
+
+def timed_roundtrips(send: Send, fetch: Fetch, count: int) -> list[float]:
+    """``count`` sequential send-then-fetch round trips: their latencies in milliseconds."""
+    latencies = []
     for i in range(count):
-        roundtrip(client, i)
+        start = time.perf_counter()
+        check_value(fetch(send(i)), i)
+        latencies.append((time.perf_counter() - start) * 1000.0)
+    return latencies
 
 
-def roundtrips(client: Client, count: int) -> list[float]:
-    """``count`` sequential round trips (after warm_up()): their latencies in milliseconds."""
-    return [roundtrip(client, i) * 1000.0 for i in range(count)]
+def warm_up(client: Client, count: int = WARMUP_ROUNDTRIPS, pool: str = "solo") -> None:
+    timed_roundtrips(celery_send(noop_task(client, pool)), celery_fetch, count)
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) with linear interpolation between closest ranks."""
-    if not values:
-        raise ValueError("no values")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+def roundtrips(client: Client, count: int, pool: str = "solo") -> list[float]:
+    """``count`` sequential ``noop.delay(i).get()`` round trips (after warm_up()), in milliseconds."""
+    return timed_roundtrips(celery_send(noop_task(client, pool)), celery_fetch, count)
+
+
+def last_done(redis_url: str, task_ids: list[str]) -> float:
+    """The latest ``date_done`` (Unix time) among the stored results of ``task_ids``.
+
+    Both systems store ``celery-task-meta-<id>`` with the same JSON, ``date_done`` in ISO 8601
+    (UTC when it has no offset): when the worker finished, apart from how fast the client fetches.
+    """
+    client = redis.Redis.from_url(redis_url)
+    try:
+        latest = 0.0
+        for start in range(0, len(task_ids), 1000):
+            keys = [f"celery-task-meta-{tid}" for tid in task_ids[start : start + 1000]]
+            for raw in client.mget(keys):
+                if raw is None:
+                    raise WorkerError("a result is missing from the backend")
+                done = datetime.datetime.fromisoformat(json.loads(raw)["date_done"])
+                if done.tzinfo is None:
+                    done = done.replace(tzinfo=datetime.timezone.utc)
+                latest = max(latest, done.timestamp())
+        return latest
+    finally:
+        client.close()

@@ -14,27 +14,70 @@ from tests.integration.redis.conftest import REDIS_HOST, REDIS_PORT, redis_avail
 
 SMOKE_DB = 13  # not the benchmark's default (14) nor the Redis tests' (11)
 
-FIGURES = ["enqueue_rate", "e2e_rate", "p50_ms", "p90_ms", "p99_ms", "rss_idle_mib", "rss_peak_mib", "ready_seconds"]
+FIGURES = [
+    "enqueue_rate",
+    "e2e_rate",
+    "worker_rate",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "rss_idle_mib",
+    "rss_peak_mib",
+    "ready_seconds",
+]
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    if not redis_available():
+        pytest.fail(f"Redis is not running on {REDIS_HOST}:{REDIS_PORT} (scripts/services starts it)")
+    redis_url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{SMOKE_DB}"
+    cmd = [sys.executable, "-m", "bench", "--systems", "celeriac", "--repeat", "1", "--redis-url", redis_url, *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=100)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # SIGTERM: the benchmark stops its worker before it exits
+        stdout, stderr = proc.communicate(timeout=15)
+        pytest.fail(f"the benchmark took over 100 s:\n{stdout}{stderr}")
+    assert proc.returncode == 0, stdout + stderr
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def test_bench_runs_and_writes_json(tmp_path: Path) -> None:
-    if not redis_available():
-        pytest.fail(f"Redis is not running on {REDIS_HOST}:{REDIS_PORT} (scripts/services starts it)")
     out = tmp_path / "bench.json"
-    args = ["--tasks", "50", "--roundtrips", "20", "--repeat", "1", "--systems", "celeriac", "--pools", "solo"]
-    args += ["--redis-url", f"redis://{REDIS_HOST}:{REDIS_PORT}/{SMOKE_DB}", "--json", str(out)]
-    proc = subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=100)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_bench(
+        *["--scenarios", "throughput,latency", "--brokers", "redis", "--pools", "solo"],
+        *["--tasks", "50", "--roundtrips", "20", "--json", str(out)],
+    )
     assert "Throughput" in proc.stdout and "Round-trip latency" in proc.stdout
 
     data = json.loads(out.read_text())
-    assert {"command", "date", "machine", "settings", "runs", "summary", "best_celery"} <= data.keys()
+    assert {"command", "date", "machine", "settings", "runs", "summary", "best_celery", "targets"} <= data.keys()
     assert data["settings"]["tasks"] == 50 and data["settings"]["roundtrips"] == 20
     assert data["machine"]["celeriac"] and data["machine"]["redis_server"]
     assert len(data["runs"]) == 1 and len(data["summary"]) == 1
     for row in [*data["runs"], *data["summary"]]:
-        assert (row["system"], row["pool"]) == ("celeriac", "solo")
+        assert (row["system"], row["broker"], row["pool"]) == ("celeriac", "redis", "solo")
         for name in FIGURES:
             assert row[name] > 0, name
     # No Celery run, so no ratio against it.
-    assert set(data["summary"][0]["ratios"].values()) == {None}
+    ratios = data["summary"][0]["ratios"]
+    assert {v for k, v in ratios.items() if "celery" in k} == {None}
+
+
+def test_bench_other_scenarios_write_markdown(tmp_path: Path) -> None:
+    doc, out = tmp_path / "benchmarks.md", tmp_path / "bench.json"
+    run_bench(
+        *["--scenarios", "io,cpu,memory,floor,cli", "--amqp-url", "none", "--roundtrips", "20"],
+        *["--io-tasks", "20", "--io-concurrency", "5", "--io-sleep-ms", "10", "--cpu-tasks", "10", "--cpu-ms", "1"],
+        *["--memory-tasks", "200", "--floor-messages", "1000", "--json", str(out), "--markdown", str(doc)],
+    )
+    data = json.loads(out.read_text())
+    assert {"io", "cpu", "memory", "floor", "cli", "targets"} <= data.keys()
+    assert {row["pool"] for row in data["io"]["summary"]} == {"asyncio", "threads"}
+    assert all(row["rate"] > 0 for row in [*data["io"]["summary"], *data["cpu"]["summary"]])
+    assert all(row["end_mib"] > 0 for row in data["memory"]["summary"])
+    assert [row["broker"] for row in data["floor"]["summary"]] == ["redis"]
+    text = doc.read_text()
+    for title in ("Targets", "io-bound tasks", "CPU-bound tasks", "Worker memory over many tasks", "Raw broker floor"):
+        assert f"### {title}" in text, title
