@@ -202,8 +202,10 @@ def _ok(message: str, replies: list[dict[str, Any]] | None = None, **extra: Any)
 
 def revoke(request: Request, body: dict[str, Any]) -> Response:
     task_id = request.path_params["task_id"]
-    terminate = bool(body.get("terminate", False))
+    terminate = body.get("terminate", False)
     signal = body.get("signal") or "SIGTERM"
+    if not isinstance(terminate, bool):
+        raise BadRequest("terminate must be true or false")
     if not isinstance(signal, str):
         raise BadRequest("signal must be a signal name such as SIGTERM")
     replies = _ctx(request).monitor.run(
@@ -244,7 +246,7 @@ def rate_limit(request: Request, body: dict[str, Any]) -> Response:
     task_name, rate = body.get("task_name"), body.get("rate_limit")
     if not isinstance(task_name, str) or not task_name:
         raise BadRequest("task_name is required")
-    if rate is not None and not isinstance(rate, (str, int)):
+    if rate is not None and (not isinstance(rate, (str, int)) or isinstance(rate, bool)):
         raise BadRequest("rate_limit must be a string like '10/m', a number, or null")
     replies = _ctx(request).monitor.run(
         lambda c: c.rate_limit(task_name, rate, destination=[name], reply=True, timeout=1.0)

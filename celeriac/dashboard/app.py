@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -98,6 +99,7 @@ def create_app(
     ]
     web = Starlette(
         routes=routes,
+        exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
         middleware=[Middleware(SecurityHeaders), Middleware(AuthMiddleware, auth=auth)],
     )
@@ -119,6 +121,14 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """404s and 405s as JSON under /api (what API clients parse), as text elsewhere."""
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
 
 
 def _ctx(request: Request) -> Context:

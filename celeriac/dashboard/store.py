@@ -2,8 +2,12 @@
 
 The file is the dashboard's own (``celeriac-dashboard.db`` beside the embedded store,
 or ``--db``), so a restart keeps what was seen. Rows are upserted: each event fills the
-columns it knows and leaves the others, and a finished task (SUCCESS, FAILURE, REVOKED)
-is never moved back to an earlier state by an event that arrives late.
+columns it knows and leaves the others. The first finished state (SUCCESS, FAILURE,
+REVOKED) is the one kept, as in the result backend: a terminated task is reported revoked,
+then failed with WorkerLostError, and it stays REVOKED (the error is kept in its columns).
+Before that, the latest event wins, but for ``task-sent``: it comes from the client, which
+sends it after publishing, so it can arrive after the worker's ``task-started`` (and even
+carry a later timestamp); a known task never goes back to PENDING.
 
 Listing is by first-seen time, newest first, with an index per filter column, so a page
 of a filtered list is an index range read however many rows there are.
@@ -56,13 +60,16 @@ CREATE INDEX IF NOT EXISTS dashboard_tasks_finished ON dashboard_tasks (finished
 """
 
 _READY_SQL = "('SUCCESS', 'FAILURE', 'REVOKED')"
-_MERGED = [c for c in COLUMNS if c not in ("uuid", "state", "first_seen")]
+_MERGED = [c for c in COLUMNS if c not in ("uuid", "state", "first_seen", "finished", "updated")]
 _UPSERT = f"""
 INSERT INTO dashboard_tasks ({", ".join(COLUMNS)}) VALUES ({", ".join("?" for _ in COLUMNS)})
 ON CONFLICT (uuid) DO UPDATE SET
-    state = CASE WHEN dashboard_tasks.state IN {_READY_SQL} AND excluded.state NOT IN {_READY_SQL}
-                 THEN dashboard_tasks.state ELSE excluded.state END,
+    state = CASE WHEN dashboard_tasks.state IN {_READY_SQL} THEN dashboard_tasks.state
+                 WHEN excluded.state = 'PENDING' THEN dashboard_tasks.state
+                 ELSE excluded.state END,
     first_seen = MIN(dashboard_tasks.first_seen, excluded.first_seen),
+    finished = COALESCE(dashboard_tasks.finished, excluded.finished),
+    updated = MAX(dashboard_tasks.updated, excluded.updated),
     {", ".join(f"{c} = COALESCE(excluded.{c}, dashboard_tasks.{c})" for c in _MERGED)}
 """
 

@@ -337,6 +337,10 @@ function lineChart(container, points, series) {
   series.forEach((name, k) => {
     const coords = points.map((p, i) => (p[name] === null ? null : `${x(i).toFixed(1)},${y(p[name]).toFixed(1)}`));
     chart.append(svg("polyline", { points: coords.filter(Boolean).join(" "), class: `series k${k}` }));
+    // Dots too: a lone point between gaps draws no line.
+    points.forEach((p, i) => {
+      if (p[name] !== null && p[name] > 0) chart.append(svg("circle", { cx: x(i), cy: y(p[name]), r: 2.5, class: `dot k${k}` }));
+    });
   });
   const first = svg("text", { x: pad, y: height - 4, class: "axis" });
   first.textContent = points.length ? when(points[0].time).slice(0, 8) : "";
