@@ -9,9 +9,9 @@ from . import states
 from ._state import current_app, current_task
 from ._version import __version__
 from .app import Celery, shared_task
-from .canvas import Signature, maybe_signature, signature, subtask
+from .canvas import Signature, chain, chord, chunks, group, maybe_signature, signature, subtask, xmap, xstarmap
 from .queues import Exchange, Queue
-from .result import AsyncResult, EagerResult
+from .result import AsyncResult, EagerResult, GroupResult, ResultSet
 from .task import Task
 
 
@@ -27,16 +27,24 @@ __all__ = [
     "Celery",
     "EagerResult",
     "Exchange",
+    "GroupResult",
     "Queue",
+    "ResultSet",
     "Signature",
     "Task",
     "__version__",
+    "chain",
+    "chord",
+    "chunks",
     "current_app",
     "current_task",
+    "group",
     "maybe_signature",
     "shared_task",
     "signature",
     "states",
     "subtask",
     "uuid",
+    "xmap",
+    "xstarmap",
 ]

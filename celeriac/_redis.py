@@ -210,9 +210,10 @@ def execute_raw(client: redis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
     of the replies have been read so the connection stays usable.
     """
     pool = client.connection_pool
-    conn = pool.get_connection()
+    # Typed loosely: redis-py's annotations of these differ between its releases.
+    conn: Any = pool.get_connection()
     try:
-        conn.send_packed_command(conn.pack_commands(commands))  # type: ignore[no-untyped-call]
+        conn.send_packed_command(conn.pack_commands(commands))
         replies: list[Any] = []
         error: Exception | None = None
         for _ in commands:
@@ -225,7 +226,7 @@ def execute_raw(client: redis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
             raise error
         return replies
     except connection_errors:
-        conn.disconnect()  # type: ignore[no-untyped-call]
+        conn.disconnect()
         raise
     finally:
         pool.release(conn)

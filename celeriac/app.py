@@ -25,6 +25,7 @@ from .protocol import TaskMessage, encode
 from .queues import destination, queue_spec
 from .registry import TaskRegistry, gen_task_name
 from .result import AsyncResult
+from .result import AsyncResult as _AsyncResult
 from .routing import Router, annotate_task, queue_not_found
 from .signals import Signal
 from .task import AsyncTask
@@ -387,6 +388,22 @@ class Celery:
                     if exc.name not in (module, package):
                         raise
 
+    def add_periodic_task(
+        self, schedule: Any, sig: Any, args: Any = (), kwargs: Any = (), name: str | None = None, **opts: Any
+    ) -> str:
+        """Add ``sig`` to ``beat_schedule`` under ``name`` (default: the signature's repr); returns the key.
+
+        Usually called from an ``@app.on_after_configure.connect`` receiver, which beat fires at start.
+        """
+        from .beat import periodic_task_entry
+
+        key, entry = periodic_task_entry(self, schedule, sig, args, kwargs, name, **opts)
+        if name is None and self.conf.beat_schedule.get(key, entry) != entry:
+            logger.warning("Periodic task key=%r shadowed a previous unnamed periodic task.", key)
+        # A new dict: the default one is shared by every app.
+        self.conf.beat_schedule = {**self.conf.beat_schedule, key: entry}
+        return key
+
     def import_default_modules(self) -> None:
         """Import ``imports`` and ``include`` modules and run autodiscovery (the worker does this at start)."""
         signals.import_modules.send(sender=self)
@@ -736,9 +753,19 @@ class Celery:
         """A handle on the result of task ``id``."""
         return AsyncResult(id, backend=backend, task_name=task_name, app=self, parent=parent)
 
+    def GroupResult(
+        self, id: str | None = None, results: Any = None, parent: _AsyncResult[Any] | None = None, **kwargs: Any
+    ) -> Any:
+        """A handle on the results of group ``id`` (``app.GroupResult.restore(id)`` reads a saved one)."""
+        from .result import GroupResult
+
+        return GroupResult(id, results, parent=parent, app=self)
+
     def signature(self, *args: Any, **kwargs: Any) -> Signature[Any]:
+        from .canvas import signature
+
         kwargs["app"] = self
-        return Signature(*args, **kwargs)
+        return signature(*args, **kwargs)
 
     # -- entry points ---------------------------------------------------------------------
     def worker_main(self, argv: Sequence[str] | None = None) -> None:

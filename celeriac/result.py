@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -17,7 +17,15 @@ if TYPE_CHECKING:
     from .app import Celery
     from .backends.base import ResultBackend
 
-__all__ = ["AsyncResult", "EagerResult", "allow_join_result", "assert_will_not_block", "result_from_tuple"]
+__all__ = [
+    "AsyncResult",
+    "EagerResult",
+    "GroupResult",
+    "ResultSet",
+    "allow_join_result",
+    "assert_will_not_block",
+    "result_from_tuple",
+]
 
 R = TypeVar("R")
 
@@ -415,12 +423,266 @@ class EagerResult(AsyncResult[R]):
         return f"<EagerResult: {self.id}>"
 
 
-def result_from_tuple(value: Any, app: Celery | None = None) -> AsyncResult[Any]:
-    """Rebuild a result from its ``as_tuple()`` form (as stored in ``children``)."""
-    if isinstance(value, AsyncResult):
+class ResultSet:
+    """Several results handled as one: ``ready()`` when all are, ``join()`` their values in order."""
+
+    def __init__(self, results: Iterable[AsyncResult[Any]] | None = None, app: Celery | None = None) -> None:
+        self.results: list[AsyncResult[Any]] = list(results or [])
+        self._app = app
+
+    @property
+    def app(self) -> Celery:
+        if self._app is None:
+            self._app = self.results[0].app if self.results else get_current_app()
+        return self._app
+
+    @property
+    def backend(self) -> ResultBackend:
+        return self.results[0].backend if self.results else self.app.backend
+
+    @property
+    def supports_native_join(self) -> bool:
+        return bool(self.backend.supports_native_join)
+
+    # -- the set ---------------------------------------------------------------
+    def add(self, result: AsyncResult[Any]) -> None:
+        if result not in self.results:
+            self.results.append(result)
+
+    def remove(self, result: AsyncResult[Any] | str) -> None:
+        if isinstance(result, str):
+            result = AsyncResult(result, app=self._app)
+        self.results.remove(result)
+
+    def discard(self, result: AsyncResult[Any] | str) -> None:
+        try:
+            self.remove(result)
+        except ValueError:
+            pass
+
+    def update(self, results: Iterable[AsyncResult[Any]]) -> None:
+        self.results.extend(r for r in results if r not in self.results)
+
+    def clear(self) -> None:
+        self.results[:] = []
+
+    def __iter__(self) -> Iterator[AsyncResult[Any]]:
+        return iter(self.results)
+
+    def __getitem__(self, index: int) -> AsyncResult[Any]:
+        return self.results[index]
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ResultSet):
+            return other.results == self.results
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: [{', '.join(r.id for r in self.results)}]>"
+
+    # -- state -------------------------------------------------------------------
+    def successful(self) -> bool:
+        """True if every task succeeded."""
+        return all(result.successful() for result in self.results)
+
+    def failed(self) -> bool:
+        """True if any task failed."""
+        return any(result.failed() for result in self.results)
+
+    def waiting(self) -> bool:
+        """True if any task is not ready yet."""
+        return any(not result.ready() for result in self.results)
+
+    def ready(self) -> bool:
+        """True once every task is ready."""
+        return all(result.ready() for result in self.results)
+
+    def completed_count(self) -> int:
+        """How many tasks succeeded."""
+        return sum(int(result.successful()) for result in self.results)
+
+    def maybe_throw(self, callback: Any = None, propagate: bool = True) -> None:
+        for result in self.results:
+            result.maybe_throw(callback=callback, propagate=propagate)
+
+    maybe_reraise = maybe_throw
+
+    def forget(self) -> None:
+        for result in self.results:
+            result.forget()
+
+    def revoke(
+        self,
+        connection: Any = None,
+        terminate: bool = False,
+        signal: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        """Revoke every task of the set (one broadcast)."""
+        self.app.control.revoke([r.id for r in self.results], terminate=terminate, signal=signal, reply=wait,
+                                timeout=timeout or 1.0)  # fmt: skip
+
+    # -- values --------------------------------------------------------------------
+    def join(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        callback: Callable[[str, Any], Any] | None = None,
+        no_ack: bool = True,
+        on_message: Any = None,
+        disable_sync_subtasks: bool = True,
+        on_interval: Any = None,
+    ) -> list[Any]:
+        """The values of every task, in order (``timeout`` bounds the whole wait).
+
+        Raises:
+            TimeoutError: not all done within ``timeout``.
+            Exception: the first failed task's exception, when ``propagate``.
+        """
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values: list[Any] = []
+        for result in self.results:
+            remaining = None
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("join operation timed out")
+            try:
+                value = result.get(timeout=remaining, propagate=propagate, interval=interval,
+                                   disable_sync_subtasks=False)  # fmt: skip
+            except TimeoutError:
+                raise TimeoutError("join operation timed out") from None
+            if callback is not None:
+                callback(result.id, value)
+            else:
+                values.append(value)
+        return values
+
+    join_native = join
+
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        callback: Callable[[str, Any], Any] | None = None,
+        no_ack: bool = True,
+        on_message: Any = None,
+        disable_sync_subtasks: bool = True,
+        on_interval: Any = None,
+    ) -> list[Any]:
+        """``join()``: the values of every task, in order."""
+        return self.join(timeout=timeout, propagate=propagate, interval=interval, callback=callback,
+                         disable_sync_subtasks=disable_sync_subtasks)  # fmt: skip
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> list[Any]:
+        """``get()`` for async code: every result awaited at once (no thread, no blocked loop)."""
+        import asyncio
+
+        waits = asyncio.gather(*(r.aget(propagate=propagate, interval=interval) for r in self.results))
+        try:
+            return list(await asyncio.wait_for(waits, timeout))
+        except asyncio.TimeoutError:
+            raise TimeoutError("join operation timed out") from None
+
+    ajoin = aget
+
+    def __await__(self) -> Generator[Any, None, list[Any]]:
+        return self.aget().__await__()
+
+    def _failed_join_report(self) -> Iterator[AsyncResult[Any]]:
+        return (result for result in self.results if result.state in states.PROPAGATE_STATES)
+
+
+class GroupResult(ResultSet):
+    """The result of a group: its id and the result of each task, in order.
+
+    ``save()`` stores it (Celery's ``celery-taskset-meta-<id>``) so another process can
+    ``GroupResult.restore(id)``.
+    """
+
+    def __init__(
+        self,
+        id: str | None = None,
+        results: Iterable[AsyncResult[Any]] | None = None,
+        parent: AsyncResult[Any] | None = None,
+        app: Celery | None = None,
+        **_: Any,
+    ) -> None:
+        super().__init__(results, app=app)
+        self.id = id
+        self.parent = parent
+
+    @property
+    def children(self) -> list[AsyncResult[Any]]:
+        return self.results
+
+    def save(self, backend: ResultBackend | None = None) -> GroupResult:
+        """Store the group so it can be restored by id elsewhere."""
+        assert self.id, "a group needs an id to be saved"
+        (backend or self.app.backend).save_group(self.id, self)
+        return self
+
+    def delete(self, backend: ResultBackend | None = None) -> None:
+        if self.id:
+            (backend or self.app.backend).delete_group(self.id)
+
+    @classmethod
+    def restore(cls, id: str, backend: ResultBackend | None = None, app: Celery | None = None) -> GroupResult | None:
+        """The group saved as ``id``, or None."""
+        app = app or get_current_app()
+        stored = (backend or app.backend).restore_group(id)
+        if stored is None:
+            return None
+        result = result_from_tuple(stored, app)
+        return result if isinstance(result, GroupResult) else None
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        parent = self.parent
+        return (self.id, parent.as_tuple() if parent is not None else None), [r.as_tuple() for r in self.results]
+
+    def __bool__(self) -> bool:
+        return bool(self.id or self.results)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GroupResult):
+            return other.id == self.id and other.results == self.results and other.parent == self.parent
+        if isinstance(other, str):
+            return other == self.id
+        return NotImplemented
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.__class__, (self.id, self.results, self.parent)
+
+
+def result_from_tuple(value: Any, app: Celery | None = None) -> Any:
+    """Rebuild a result (or a group's) from its ``as_tuple()`` form, as stored in ``children``."""
+    if isinstance(value, (AsyncResult, ResultSet)):
         return value
-    (task_id, parent), _group = value
+    head, nodes = value
+    task_id, parent = head if isinstance(head, (list, tuple)) else (head, None)
     parent_result = result_from_tuple(parent, app) if parent else None
+    if nodes is not None:
+        return GroupResult(task_id, [result_from_tuple(child, app) for child in nodes], parent=parent_result,
+                           app=app)  # fmt: skip
     return AsyncResult(task_id, app=app, parent=parent_result)
 
 

@@ -93,7 +93,8 @@ class Context:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
-    def add_trail(self, result: AsyncResult[Any]) -> None:
+    def add_trail(self, result: Any) -> None:
+        # An AsyncResult or a GroupResult: anything with Celery's as_tuple().
         self.children.append(result.as_tuple())
 
     def __repr__(self) -> str:
@@ -458,6 +459,82 @@ class Task(Generic[P, R]):
     def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """An immutable signature: applying it ignores any new arguments (e.g. a parent's result)."""
         return self.signature(args, kwargs, immutable=True)
+
+    def map(self, it: Any) -> Signature[list[R]]:
+        """``add.map([...])``: one message that calls the task for each item (see :class:`~celeriac.canvas.xmap`)."""
+        from .canvas import xmap
+
+        return xmap(self.s(), it, app=self._app)
+
+    def starmap(self, it: Any) -> Signature[list[R]]:
+        """``add.starmap([(1, 2), ...])``: as ``map``, each item unpacked as the arguments."""
+        from .canvas import xstarmap
+
+        return xstarmap(self.s(), it, app=self._app)
+
+    def chunks(self, it: Any, n: int) -> Signature[Any]:
+        """``add.chunks(zip(xs, ys), 10)``: the calls in messages of ``n`` (see :class:`~celeriac.canvas.chunks`)."""
+        from .canvas import chunks
+
+        return chunks(self.s(), it, n, app=self._app)
+
+    # -- workflows from inside a task ----------------------------------------------
+    def replace(self, sig: Signature[Any]) -> Any:
+        """Replace this task with ``sig``, which takes over its id, chain, callbacks and chord.
+
+        Stops the task (raises :class:`~celeriac.exceptions.Ignore`): write
+        ``return self.replace(...)``. Whoever waits on this task gets ``sig``'s result.
+        """
+        from .canvas import _chain, group, signature
+
+        request = self.request
+        if "chord" in sig.options:
+            from .exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured("A signature replacing a task must not be part of a chord")
+        if isinstance(sig, _chain) and not sig.tasks:
+            from .exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured("Cannot replace with an empty chain")
+        if isinstance(sig, group):
+            # A group gives a list: collect it with a task that returns its arguments.
+            sig = sig | self.app.tasks["celery.accumulate"].s(index=0)
+        for callback in request.callbacks or ():
+            sig.link(callback)
+        for errback in request.errbacks or ():
+            sig.link_error(errback)
+        if isinstance(sig, _chain) and "link" in sig.options:
+            sig.tasks[-1].extend_list_option("link", sig.options["link"])
+        sig.freeze(request.id)
+        nesting = (request.replaced_task_nesting or 0) + 1
+        sig.set(chord=request.chord, group_id=request.group, group_index=request.group_index,
+                root_id=request.root_id, replaced_task_nesting=nesting)  # fmt: skip
+        if isinstance(sig, _chain):
+            for step in sig.tasks:
+                step.set(replaced_task_nesting=nesting)
+        for step in reversed(request.chain or []):
+            step_sig = signature(step, app=self.app)
+            step_sig.set(replaced_task_nesting=nesting)
+            sig |= step_sig
+        return self.on_replace(sig)
+
+    def on_replace(self, sig: Signature[Any]) -> Any:
+        """Send the replacement (eagerly: run it); override to act on replacement, calling super()."""
+        if self.request.is_eager:
+            return sig.apply().get()
+        sig.delay()
+        raise Ignore("Replaced by new task")
+
+    def add_to_chord(self, sig: Signature[Any], lazy: bool = False) -> Any:
+        """Add ``sig`` to the chord this task is a part of (Redis result store), and send it."""
+        request = self.request
+        if not request.chord:
+            raise ValueError("Current task is not member of any chord")
+        sig.set(group_id=request.group, group_index=request.group_index, chord=request.chord,
+                root_id=request.root_id)  # fmt: skip
+        result = sig.freeze()
+        self.backend.add_to_chord(request.group, result)
+        return sig if lazy else sig.delay()
 
     # -- retries -----------------------------------------------------------------
     def retry(

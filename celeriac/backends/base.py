@@ -45,6 +45,7 @@ __all__ = ["KeyValueBackend", "ResultBackend", "ResultMeta", "exception_from_met
 TASK_KEY_PREFIX = "celery-task-meta-"
 GROUP_KEY_PREFIX = "celery-taskset-meta-"
 CHORD_KEY_PREFIX = "chord-unlock-"
+CHORD_KEY_PREFIX = "chord-unlock-"
 
 POLL_START = 0.005  # seconds before the second look at a polled store
 
@@ -76,6 +77,11 @@ class ResultMeta:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _join_timeout(backend: Any) -> float:
+    conf = backend.app.conf if backend.app is not None else None
+    return float(conf.result_chord_join_timeout if conf is not None and conf.result_chord_join_timeout else 3.0)
 
 
 def _now() -> datetime:
@@ -253,7 +259,56 @@ class ResultBackend(abc.ABC):
     def mark_as_revoked(self, task_id: str, reason: str = "", request: Any = None, **_: Any) -> ResultMeta:
         from ..exceptions import TaskRevokedError
 
-        return self.store_result(task_id, TaskRevokedError(reason), states.REVOKED, request=request)
+        exc = TaskRevokedError(reason)
+        meta = self.store_result(task_id, exc, states.REVOKED, request=request)
+        if request is not None and getattr(request, "chord", None):
+            self.on_chord_part_return(request, states.REVOKED, exc)
+        return meta
+
+    # -- chords ---------------------------------------------------------------
+    # -- groups: stores that can keep a group's result tuple override these --------------
+    def save_group(self, group_id: str, result: Any) -> None:
+        raise NotImplementedError(f"{type(self).__name__} can't save groups: use a result store that can")
+
+    def restore_group(self, group_id: str) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} can't restore groups: use a result store that can")
+
+    def delete_group(self, group_id: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} can't delete groups: use a result store that can")
+
+    def ensure_chords_allowed(self) -> None:  # noqa: B027 - stores that can't hold chords override it
+        """Raise if a chord can't complete with this store."""
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:  # noqa: B027 - optional hook
+        """Told by the client before the last header part is sent (Redis keeps it, as Celery does)."""
+
+    def apply_chord(self, header_result: Any, body: Any) -> None:  # noqa: B027 - optional hook
+        """Called by the client before it sends a chord's header."""
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any) -> None:  # noqa: B027
+        """A header part of a chord ended (``request.chord`` is the body); the last one sends the body."""
+
+    def add_to_chord(self, group_id: str, result: Any) -> None:
+        raise NotImplementedError(f"{type(self).__name__} can't add tasks to a running chord (Redis can)")
+
+    def _part_value(self, result: Any, state: str) -> Any:
+        """A chord part's value as stored with it (an exception as Celery's exception dict)."""
+        if state in states.EXCEPTION_STATES and isinstance(result, BaseException):
+            return exception_to_meta(result)
+        return result
+
+    def _unpack_parts(self, parts: Sequence[Any]) -> tuple[list[Any] | None, BaseException | None]:
+        """Values of decoded ``[task id, state, value]`` parts, in order, or the first failed part's error."""
+        from ._chords import part_error
+
+        values = []
+        for task_id, state, value in parts:
+            if state in states.EXCEPTION_STATES:
+                value = exception_from_meta(value) or value
+            if state in states.PROPAGATE_STATES:
+                return None, part_error(task_id, value)
+            values.append(value)
+        return values, None
 
     # Celery calls these when a result is read (rpc) or should be dropped from caches.
     def reload_task_result(self, task_id: str) -> ResultMeta:
@@ -426,6 +481,45 @@ class KeyValueBackend(ResultBackend):
         except Exception:
             return False
         return isinstance(data, Mapping) and data.get("status") == states.SUCCESS
+
+    # -- chords: Celery's counter key (``chord-unlock-<group id>``) --------------
+    def apply_chord(self, header_result: Any, body: Any) -> None:
+        # The parts find their siblings (and the chord's size) in the saved group.
+        header_result.save(backend=self)
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any) -> None:
+        from ..result import GroupResult, allow_join_result
+        from ._chords import finish, part_error
+
+        group_id = getattr(request, "group", None)
+        callback = getattr(request, "chord", None)
+        if not group_id or not callback:
+            return
+        deps = GroupResult.restore(group_id, backend=self, app=self.app)
+        if deps is None:
+            return  # not a chord this store counts (e.g. a Celery client's, completed by celery.chord_unlock)
+        key = f"{self.global_keyprefix}{CHORD_KEY_PREFIX}{group_id}"
+        count = self._incr(key, self.expires)
+        size = callback.get("chord_size") or len(deps)
+        if count != size:
+            return
+        try:
+            with allow_join_result():
+                values = deps.join(propagate=False, timeout=_join_timeout(self))
+            failed = next((r for r, v in zip(deps, values, strict=True) if r.state in states.PROPAGATE_STATES), None)
+            if failed is not None:
+                finish(self, callback, group_id, None, part_error(failed.id, failed.result))
+            else:
+                finish(self, callback, group_id, values)
+        finally:
+            deps.delete(backend=self)
+            self._delete(key)
+
+    def _decode_parts(self, raw: Sequence[bytes]) -> list[Any]:
+        from ..serialization import get_serializer
+
+        ser = get_serializer(self.serializer)
+        return [loads(item, ser.content_type, ser.content_encoding, self.accept) for item in raw]
 
     # -- groups (Celery's celery-taskset-meta-<group id>) ---------------------
     def group_key(self, group_id: str) -> str:

@@ -103,6 +103,31 @@ def _tables(metadata: sa.MetaData, names: Mapping[str, str], schemas: Mapping[st
     return task, group
 
 
+def _chord_tables(metadata: sa.MetaData, schema: str | None) -> tuple[sa.Table, sa.Table]:
+    """celeriac's own tables beside Celery's: a chord's finished parts, and its lock row."""
+    import sqlalchemy as sa
+
+    parts = sa.Table(
+        "celeriac_chord_parts",
+        metadata,
+        sa.Column("group_id", sa.String(155), primary_key=True),
+        sa.Column("task_id", sa.String(155), primary_key=True),
+        sa.Column("position", sa.Float, nullable=False),
+        sa.Column("part", sa.LargeBinary, nullable=False),
+        sa.Column("date_done", sa.DateTime, nullable=False, index=True),
+        schema=schema,
+    )
+    chords = sa.Table(
+        "celeriac_chords",
+        metadata,
+        sa.Column("group_id", sa.String(155), primary_key=True),
+        sa.Column("done", sa.Boolean, nullable=False, default=False),
+        sa.Column("date_done", sa.DateTime, nullable=False, index=True),
+        schema=schema,
+    )
+    return parts, chords
+
+
 class DatabaseBackend(ResultBackend):
     def __init__(self, url: str = "", options: Mapping[str, Any] | None = None, *, app: Celery | None = None) -> None:
         super().__init__(url, options, app=app)
@@ -130,6 +155,8 @@ class DatabaseBackend(ResultBackend):
         self._lock = threading.Lock()
         self._task: Any = None
         self._group: Any = None
+        self._parts: Any = None
+        self._chords: Any = None
         self._columns: set[str] = set()
 
     # -- setup ------------------------------------------------------------------
@@ -147,6 +174,7 @@ class DatabaseBackend(ResultBackend):
                 return
             metadata = sa.MetaData()
             self._task, self._group = _tables(metadata, self.table_names, self.table_schemas)
+            self._parts, self._chords = _chord_tables(metadata, self.table_schemas.get("group"))
             try:
                 try:
                     metadata.create_all(self.engine, checkfirst=True)
@@ -284,6 +312,70 @@ class DatabaseBackend(ResultBackend):
         with self.engine.begin() as conn:
             conn.execute(self._group.delete().where(self._group.c.taskset_id == group_id))
 
+    # -- chords: the parts table under a per-chord row lock ------------------------------
+    def apply_chord(self, header_result: Any, body: Any) -> None:
+        import sqlalchemy as sa
+
+        self._setup()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(self._chords.insert().values(group_id=header_result.id, done=False,
+                                                          date_done=_utcnow()))  # fmt: skip
+        except sa.exc.IntegrityError:
+            pass  # sent again with the same id: the row is there
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any) -> None:
+        """Count the part; the part that completes the chord sends its body (exactly once).
+
+        Chords sent by Celery clients carry no size and are completed by the
+        ``celery.chord_unlock`` task Celery sends with them, as Celery's SQL store expects.
+        """
+        import sqlalchemy as sa
+
+        from ..serialization import dumps
+        from ._chords import finish
+
+        task_id, group_id = getattr(request, "id", None), getattr(request, "group", None)
+        callback = getattr(request, "chord", None)
+        if not task_id or not group_id or not callback or callback.get("chord_size") is None:
+            return
+        self._setup()
+        index = getattr(request, "group_index", None)
+        encoded = dumps([task_id, state, self._part_value(result, state)], "json")[2]
+        parts, chords = self._parts, self._chords
+        rows = None
+        with self.engine.begin() as conn:
+            # The chord's row, locked: parts of one chord are counted one at a time.
+            lock = sa.select(chords.c.done).where(chords.c.group_id == group_id).with_for_update()
+            done = conn.execute(lock).scalar()
+            if done is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(chords.insert().values(group_id=group_id, done=False, date_done=_utcnow()))
+                except sa.exc.IntegrityError:
+                    pass  # created just now by another part
+                done = conn.execute(lock).scalar()
+            if done:
+                return
+            try:
+                with conn.begin_nested():
+                    conn.execute(parts.insert().values(
+                        group_id=group_id, task_id=task_id, position=float(index if index is not None else 1e18),
+                        part=encoded, date_done=_utcnow(),
+                    ))  # fmt: skip
+            except sa.exc.IntegrityError:
+                return  # this part ran before: it counts once
+            count = conn.execute(sa.select(sa.func.count()).select_from(parts).where(parts.c.group_id == group_id))
+            if int(count.scalar() or 0) < int(callback["chord_size"]):
+                return
+            conn.execute(chords.update().where(chords.c.group_id == group_id).values(done=True))
+            rows = conn.execute(
+                sa.select(parts.c.part).where(parts.c.group_id == group_id).order_by(parts.c.position)
+            ).all()
+            conn.execute(parts.delete().where(parts.c.group_id == group_id))
+        values, error = self._unpack_parts([_json(row[0]) for row in rows])
+        finish(self, callback, group_id, values, error)
+
     def cleanup(self) -> int:
         """Delete results older than ``result_expires``; returns how many rows went."""
         if not self.expires:
@@ -293,6 +385,8 @@ class DatabaseBackend(ResultBackend):
         with self.engine.begin() as conn:
             tasks = conn.execute(self._task.delete().where(self._task.c.date_done < cutoff)).rowcount
             groups = conn.execute(self._group.delete().where(self._group.c.date_done < cutoff)).rowcount
+            conn.execute(self._parts.delete().where(self._parts.c.date_done < cutoff))
+            conn.execute(self._chords.delete().where(self._chords.c.date_done < cutoff))
         return int(tasks or 0) + int(groups or 0)
 
     def close(self) -> None:
@@ -304,6 +398,12 @@ class DatabaseBackend(ResultBackend):
         return f"<celeriac.backends.database.DatabaseBackend db+{mask_url(self.db_url)}>"
 
     __str__ = __repr__
+
+
+def _json(raw: Any) -> Any:
+    from ..serialization import loads, prepare_accept_content
+
+    return loads(bytes(raw), "application/json", "utf-8", prepare_accept_content(["json"]))
 
 
 def _utcnow() -> datetime:

@@ -42,5 +42,11 @@ class DisabledBackend(ResultBackend):
     ) -> ResultMeta:
         raise NotImplementedError(E_NO_BACKEND)
 
+    def ensure_chords_allowed(self) -> None:
+        raise NotImplementedError(
+            "Starting chords requires a result backend to be configured, but none exists: "
+            "set result_backend (e.g. redis://, db+postgresql://, sqlite://)."
+        )
+
     def get_meta(self, task_id: str) -> ResultMeta:
         raise NotImplementedError(E_NO_BACKEND)

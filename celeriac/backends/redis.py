@@ -24,6 +24,7 @@ import redis.exceptions
 
 from .._redis import client_from_url, connection_errors, execute_raw, redis_error
 from ..exceptions import TimeoutError
+from ..serialization import dumps
 from ._redis_listener import ResultListener
 from .base import KeyValueBackend, ResultMeta
 
@@ -99,6 +100,67 @@ class RedisBackend(KeyValueBackend):
                 pipe.expire(key, max(1, int(ttl)))
             value = self._run("counting", pipe.execute)[0]
         return int(value)
+
+    # -- chords: Celery's layout, so Celery and celeriac workers finish each other's chords --------
+    # celery-taskset-meta-<gid>.j  each part's [1, task id, state, result], a sorted set by group index
+    # celery-taskset-meta-<gid>.t  parts added on the fly (Task.add_to_chord)
+    # celery-taskset-meta-<gid>.s  the chord size, set by the client before the last part is sent
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        key = self.group_key(group_id) + ".s"
+        store = ("SET", key, str(int(chord_size)), "EX", max(1, int(self.expires))) if self.expires else (
+            "SET", key, str(int(chord_size)))  # fmt: skip
+        self._run("storing a chord size", execute_raw, self.client, store)
+
+    def apply_chord(self, header_result: Any, body: Any) -> None:
+        from ..result import GroupResult
+
+        # A header holding groups keeps its structure only if saved (Celery's rule); flat ones need nothing.
+        if any(isinstance(r, GroupResult) for r in header_result.results):
+            header_result.save(backend=self)
+
+    def add_to_chord(self, group_id: str, result: Any) -> None:
+        self._run("extending a chord", self.client.incr, self.group_key(group_id) + ".t", 1)
+
+    def _chord_ordered(self) -> bool:
+        options = (self.app.conf.result_backend_transport_options or {}) if self.app is not None else {}
+        return bool(options.get("result_chord_ordered", True))
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any) -> None:
+        from ._chords import finish
+
+        task_id, group_id = getattr(request, "id", None), getattr(request, "group", None)
+        callback = getattr(request, "chord", None)
+        if not task_id or not group_id or not callback:
+            return
+        index = getattr(request, "group_index", None)
+        base = self.group_key(group_id)
+        jkey, tkey, skey = base + ".j", base + ".t", base + ".s"
+        encoded = dumps([1, task_id, state, self._part_value(result, state)], self.serializer)[2]
+        ordered = self._chord_ordered()
+        with self.client.pipeline(transaction=True) as pipe:
+            if ordered:
+                pipe.zadd(jkey, {encoded: "+inf" if index is None else index})
+                pipe.zcount(jkey, "-inf", "+inf")
+            else:
+                pipe.rpush(jkey, encoded)
+                pipe.llen(jkey)
+            pipe.get(tkey)
+            pipe.get(skey)
+            if self.expires:
+                for key in (jkey, tkey, skey):
+                    pipe.expire(key, max(1, int(self.expires)))
+            _, ready, extra, size = self._run("counting a chord part", pipe.execute)[:4]
+        if not size:
+            return
+        total = int(size) + int(extra or 0)
+        if ready != total:
+            return
+        try:
+            raw = self._run("reading a chord", self.client.zrange if ordered else self.client.lrange, jkey, 0, -1)
+            values, error = self._unpack_parts([part[1:] for part in self._decode_parts(raw)])
+            finish(self, callback, group_id, values, error)
+        finally:
+            self._run("clearing a chord", self.client.delete, jkey, tkey, skey)
 
     def _listener(self) -> ResultListener:
         pid = os.getpid()

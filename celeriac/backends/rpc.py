@@ -253,6 +253,12 @@ class RPCBackend(KeyValueBackend):
                 if not group:
                     self._async_waiters.pop(task_id, None)
 
+    def ensure_chords_allowed(self) -> None:
+        raise NotImplementedError(
+            "rpc:// sends each result only to the process that sent the task, so no worker could "
+            "collect a chord's results: use a result store such as redis:// or db+postgresql:// for chords."
+        )
+
     def forget(self, task_id: str) -> None:
         with self._cond:
             self._results.pop(task_id, None)

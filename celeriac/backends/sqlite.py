@@ -4,7 +4,9 @@ URL: ``sqlite:///relative.db`` / ``sqlite:////absolute.db``; with no broker and 
 backend configured, the same ``celeriac.db`` the embedded broker uses.
 
 Capabilities: durable, multi-process; ``result_expires`` honoured (expired rows
-read as missing and are swept periodically); atomic counters for chords;
+read as missing and are swept periodically); chords counted in a table of parts,
+one row per header task (a task run twice still counts once), under the write lock,
+so the body is sent exactly once and even header tasks with ``ignore_result`` count;
 ``get()`` wakes on the database's change counter instead of sleeping a fixed
 interval, so results arrive within milliseconds without busy queries.
 """
@@ -16,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._sqlite import SQLiteDatabase, path_from_url
+from ..serialization import dumps
 from .base import KeyValueBackend
 
 if TYPE_CHECKING:
@@ -29,7 +32,19 @@ CREATE TABLE IF NOT EXISTS celeriac_results (
     value BLOB NOT NULL,
     expires REAL
 );
-CREATE INDEX IF NOT EXISTS celeriac_results_expires ON celeriac_results (expires) WHERE expires IS NOT NULL
+CREATE INDEX IF NOT EXISTS celeriac_results_expires ON celeriac_results (expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS celeriac_chord_parts (
+    group_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    position REAL NOT NULL,
+    part BLOB NOT NULL,
+    expires REAL,
+    PRIMARY KEY (group_id, task_id)
+);
+CREATE TABLE IF NOT EXISTS celeriac_chords_done (
+    group_id TEXT PRIMARY KEY,
+    expires REAL
+)
 """
 
 _SWEEP_EVERY = 60.0
@@ -101,7 +116,49 @@ class SQLiteBackend(KeyValueBackend):
 
     def cleanup(self) -> int:
         """Delete expired results; returns how many."""
-        return int(self.db.execute("DELETE FROM celeriac_results WHERE expires <= ?", (time.time(),)).rowcount)
+        now = time.time()
+        self.db.execute("DELETE FROM celeriac_chord_parts WHERE expires <= ?", (now,))
+        self.db.execute("DELETE FROM celeriac_chords_done WHERE expires <= ?", (now,))
+        return int(self.db.execute("DELETE FROM celeriac_results WHERE expires <= ?", (now,)).rowcount)
+
+    # -- chords -------------------------------------------------------------------------
+    def apply_chord(self, header_result: Any, body: Any) -> None:
+        pass  # the parts carry their values and the size: nothing to prepare
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any) -> None:
+        from ._chords import finish
+
+        task_id, group_id = getattr(request, "id", None), getattr(request, "group", None)
+        callback = getattr(request, "chord", None)
+        if not task_id or not group_id or not callback:
+            return
+        size = callback.get("chord_size")
+        if size is None:
+            super().on_chord_part_return(request, state, result)  # sent without a size: count as Celery does
+            return
+        index = getattr(request, "group_index", None)
+        part = dumps([task_id, state, self._part_value(result, state)], self.serializer)[2]
+        expires = time.time() + self.expires if self.expires else None
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO celeriac_chord_parts (group_id, task_id, position, part, expires)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (group_id, task_id, float("inf") if index is None else float(index), part, expires),
+            )
+            count = conn.execute("SELECT count(*) FROM celeriac_chord_parts WHERE group_id = ?", (group_id,))
+            if int(count.fetchone()[0]) < int(size):
+                return
+            claimed = conn.execute(
+                "INSERT OR IGNORE INTO celeriac_chords_done (group_id, expires) VALUES (?, ?)", (group_id, expires)
+            ).rowcount
+            if not claimed:
+                return  # already sent (a header task ran again after the chord completed)
+            rows = conn.execute(
+                "SELECT part FROM celeriac_chord_parts WHERE group_id = ? ORDER BY position, rowid", (group_id,)
+            ).fetchall()
+            conn.execute("DELETE FROM celeriac_chord_parts WHERE group_id = ?", (group_id,))
+        values, error = self._unpack_parts(self._decode_parts([bytes(row[0]) for row in rows]))
+        finish(self, callback, group_id, values, error)
 
     def _sleep_until_change(self, task_id: str, seconds: float) -> None:
         self.db.wait_for_change(seconds)

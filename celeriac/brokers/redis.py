@@ -53,7 +53,7 @@ from bisect import bisect
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import redis
 import redis.exceptions
@@ -644,7 +644,8 @@ class RedisBroker(Broker):
         except connection_errors as exc:
             raise redis_error(exc, self.url, "restoring unacked messages") from exc
         try:
-            dead = [_text(c) for c in client.zrangebyscore(self.key(CONSUMERS), 0, now - self.consumer_timeout)]
+            stale = cast("list[Any]", client.zrangebyscore(self.key(CONSUMERS), 0, now - self.consumer_timeout))
+            dead = [_text(c) for c in stale]
             if dead:
                 dead_set = set(dead)
                 for tag, owner in client.hscan_iter(self.key(OWNERS)):

@@ -32,14 +32,13 @@ from ..exceptions import (
     DecodeError,
     InvalidTaskError,
     NotRegistered,
-    TaskRevokedError,
     TimeLimitExceeded,
     WorkerLostError,
 )
 from ..protocol import decode, saferepr
 from ..rate_limits import TokenBucket, parse_rate
 from ..serialization import prepare_accept_content
-from .execute import ACK, DEAD_LETTER, REQUEUE, Outcome
+from .execute import ACK, DEAD_LETTER, REQUEUE, Outcome, record_failure
 from .pools.base import Pool
 from .request import Request
 from .state import WorkerState
@@ -295,7 +294,7 @@ class Consumer:
         logger.info("Discarding %s task: %s[%s]", why, request.name, request.id)
         self.state.reserved.pop(request.id, None)
         try:
-            self.app.backend.store_result(request.id, TaskRevokedError(why), states.REVOKED, request=_context(request))
+            self.app.backend.mark_as_revoked(request.id, why, request=_context(request))
         except NotImplementedError:
             pass
         except Exception:
@@ -409,8 +408,7 @@ class Consumer:
             action = ACK if (not task.opt("acks_late") or task.opt("acks_on_failure_or_timeout")) else DEAD_LETTER
         elif outcome.exc_type == "WorkerLostError" and self.state.is_revoked(request.id):
             # Stopped on purpose (revoke with terminate): revoked, never run again.
-            self.app.backend.store_result(request.id, TaskRevokedError("terminated"), states.REVOKED,
-                                          request=_context(request))  # fmt: skip
+            self.app.backend.mark_as_revoked(request.id, "terminated", request=_context(request))
             signals.task_revoked.send(sender=task, request=request, terminated=True, signum=None, expired=False)
             self._event("task-revoked", uuid=request.id, terminated=True, signum=None, expired=False)
             logger.info("Task %s[%s] terminated", request.name, request.id)
@@ -426,9 +424,7 @@ class Consumer:
             action = ACK
         if action != REQUEUE:
             try:
-                self.app.backend.store_result(
-                    request.id, exc, states.FAILURE, outcome.traceback, request=_context(request)
-                )
+                record_failure(self.app.backend, _context(request), exc, outcome.traceback)
             except NotImplementedError:
                 pass
         signals.task_failure.send(

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from .. import signals, states
 from .._aio import Interruptible, run_blocking
 from .._state import current_task_var
-from ..canvas import Signature
-from ..exceptions import Ignore, Reject, Retry
+from ..canvas import Signature, signature
+from ..exceptions import Ignore, OperationalError, Reject, Retry
 from ..protocol import saferepr
 
 if TYPE_CHECKING:
@@ -223,6 +223,22 @@ def _on_success(
     start: float,
 ) -> Outcome:
     runtime = time.perf_counter() - start
+    try:
+        # Callbacks and the chain's next step go out before the result is stored (Celery's
+        # order: the stored result lists them as children).
+        _apply_callbacks(app, ctx, retval)
+    except OperationalError as exc:
+        # The broker can't take what follows right now: rather than stop the workflow
+        # silently, the message goes back to the queue and the task runs again (at least once).
+        logger.error("could not send what follows %s[%s] (%s); its message goes back to the queue",
+                     task.name, _tid(ctx), exc)  # fmt: skip
+        return Outcome(_tid(ctx), task.name, states.REJECTED, runtime, REQUEUE, exc_repr=repr(exc))
+    except Exception as exc:
+        # What follows can never be sent (bad arguments for the next step, an unknown
+        # signature...): as in Celery, this task fails with that error, and so does the rest
+        # of its chain; running it again would fail the same way, forever.
+        logger.error("could not send what follows %s[%s]: %r", task.name, _tid(ctx), exc)
+        return _on_failure(app, task, ctx, exc, ExceptionInfo(exc), backend, ignore_result, args, kwargs, start)
     if backend is not None and not ignore_result:
         try:
             backend.store_result(_tid(ctx), retval, states.SUCCESS, request=ctx)
@@ -250,8 +266,9 @@ def _on_success(
         task.on_success(retval, _tid(ctx), args, kwargs)
     except Exception:
         logger.exception("on_success of %s[%s] raised", task.name, _tid(ctx))
+    if ctx.chord and backend is not None:
+        _chord_part(backend, ctx, states.SUCCESS, retval)
     signals.task_success.send(sender=task, result=retval)
-    _apply_callbacks(app, ctx, retval)
     return Outcome(
         _tid(ctx),
         task.name,
@@ -318,6 +335,12 @@ def _on_failure(
     signals.task_failure.send(
         sender=task, task_id=_tid(ctx), exception=exc, args=args, kwargs=kwargs, traceback=einfo.tb, einfo=einfo
     )
+    if backend is not None:
+        from ..backends._chords import mark_chain_failed
+
+        mark_chain_failed(backend, ctx.chain, exc)
+        if ctx.chord:
+            _chord_part(backend, ctx, states.FAILURE, exc)
     _apply_errbacks(app, ctx, exc, einfo)
     acks_late = task.opt("acks_late")
     action = ACK if (not acks_late or task.opt("acks_on_failure_or_timeout")) else DEAD_LETTER
@@ -335,23 +358,48 @@ def _on_failure(
 
 
 def _apply_callbacks(app: Celery, ctx: Context, retval: Any) -> None:
-    for callback in ctx.callbacks or ():
-        try:
-            Signature(dict(callback), app=app).apply_async((retval,), parent_id=_tid(ctx), root_id=ctx.root_id)
-        except Exception:
-            logger.exception("could not apply callback %r of task %s", callback, _tid(ctx))
+    """Send the ``link`` callbacks with the value, then the chain's next step (raises if one can't go)."""
+    from ..canvas import group, signature
+
+    callbacks = [signature(c, app=app) for c in ctx.callbacks or ()]
+    options: dict[str, Any] = {"parent_id": _tid(ctx), "root_id": ctx.root_id}
+    if len(callbacks) == 1:
+        callbacks[0].apply_async((retval,), **options)
+    elif callbacks:
+        # As Celery: several callbacks go out as one group (group callbacks each as themselves).
+        groups = [c for c in callbacks if isinstance(c, group)]
+        plain = [c for c in callbacks if not isinstance(c, group)]
+        for g in groups:
+            g.apply_async((retval,), **options)
+        if plain:
+            group(plain, app=app).apply_async((retval,), **options)
     if ctx.chain:
         chain = list(ctx.chain)
-        step: Signature[Any] = Signature(dict(chain.pop()), app=app)
-        try:
-            step.apply_async((retval,), chain=chain or None, parent_id=_tid(ctx), root_id=ctx.root_id)
-        except Exception:
-            logger.exception("could not apply the next step %r of the chain of task %s", step, _tid(ctx))
+        step = signature(chain.pop(), app=app)
+        step.apply_async((retval,), chain=chain or None, **options)
+
+
+def record_failure(backend: Any, ctx: Context, exc: BaseException, traceback: str | None) -> None:
+    """Store a failure decided outside the task (time limit, lost process) with its workflow effects:
+    the rest of its chain fails too and its chord hears of it."""
+    from ..backends._chords import mark_chain_failed
+
+    backend.store_result(_tid(ctx), exc, states.FAILURE, traceback, request=ctx)
+    mark_chain_failed(backend, ctx.chain, exc)
+    if ctx.chord:
+        _chord_part(backend, ctx, states.FAILURE, exc)
+
+
+def _chord_part(backend: Any, ctx: Context, state: str, value: Any) -> None:
+    try:
+        backend.on_chord_part_return(ctx, state, value)
+    except Exception:
+        logger.exception("could not count %s as a part of chord %s", _tid(ctx), ctx.group)
 
 
 def _apply_errbacks(app: Celery, ctx: Context, exc: BaseException, einfo: ExceptionInfo) -> None:
     for errback in ctx.errbacks or ():
-        sig: Signature[Any] = Signature(dict(errback), app=app)
+        sig: Signature[Any] = signature(errback, app=app)
         try:
             task = app.tasks.get(sig.task)
             if task is not None and _takes_request(task):

@@ -41,6 +41,11 @@ def fail():
     raise Oops("from celery")
 
 
+@app.task(name="tasks.xsum")
+def xsum(numbers):
+    return sum(numbers)
+
+
 @app.task(name="tasks.touch", ignore_result=True)
 def touch(name):
     open(os.path.join(os.path.dirname(os.path.abspath(__file__)), name), "w").close()

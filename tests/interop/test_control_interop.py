@@ -50,7 +50,7 @@ def test_celery_inspects_and_controls_a_celeriac_worker(fleet: Project) -> None:
     assert f"{node}: OK" in limit.stdout and "new rate limit set successfully" in limit.stdout
     registered = _celery(fleet, "inspect", "registered", "-j", "-t", "3")
     assert json.loads(registered.stdout.strip().splitlines()[-1])[node] == ["tasks.add [rate_limit=10/m]",
-        "tasks.div", "tasks.fail", "tasks.mul", "tasks.touch"]  # fmt: skip
+        "tasks.div", "tasks.fail", "tasks.mul", "tasks.touch", "tasks.xsum"]  # fmt: skip
     stats = _celery(fleet, "inspect", "stats", "-j", "-t", "3")
     assert json.loads(stats.stdout.strip().splitlines()[-1])[node]["pool"]["max-concurrency"] == 1
 
