@@ -28,6 +28,7 @@ __all__ = ["routes"]
 
 MAX_LIMIT = 500
 MAX_OFFSET = 10_000_000
+MAX_POINTS = 1000
 
 
 class BadRequest(Exception):
@@ -137,8 +138,7 @@ def queues(request: Request) -> Response:
 def stats(request: Request) -> Response:
     window = _int(request, "window", 900, 10, 86_400)
     step = _int(request, "step", 10, 1, 3600)
-    if window // step > 1000:
-        raise BadRequest("window / step must be at most 1000 points")
+    step = max(step, math.ceil(window / MAX_POINTS))  # the answer says which step it used
     return JSONResponse(timeseries(_ctx(request), window, step))
 
 
@@ -257,6 +257,8 @@ def rate_limit(request: Request, body: dict[str, Any]) -> Response:
 def _pool(request: Request, body: dict[str, Any], grow: bool) -> Response:
     name = request.path_params["name"]
     n = body.get("n", 1)
+    if isinstance(n, float) and n.is_integer():
+        n = int(n)  # 2.0 is an integer to JSON Schema
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1000:
         raise BadRequest("n must be an integer from 1 to 1000")
 
@@ -286,6 +288,7 @@ def purge(request: Request, body: dict[str, Any]) -> Response:
     ctx = _ctx(request)
     name = request.path_params["name"]
     removed = ctx.app.connection_for_write().purge(name)
+    ctx.queues.extra.add(name)  # listed from now on, even if no worker consumes it
     ctx.queues.forget()
     return _ok(f"purged {removed} message{'' if removed == 1 else 's'} from {name}", purged=removed)
 

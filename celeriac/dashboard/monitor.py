@@ -58,7 +58,11 @@ class Monitor:
     # -- life cycle ------------------------------------------------------------------
     def start(self) -> None:
         self.store.open()
-        self._receiver = EventReceiver(self.app)  # subscribe before answering: no event is missed after start
+        try:
+            self._receiver = EventReceiver(self.app)  # subscribed before the first page: nothing missed after start
+        except Exception as exc:
+            # Serve anyway (/readyz says what is wrong); the reader thread keeps trying.
+            logger.warning("can't subscribe to events yet: %s", scrub(str(exc), self.app.broker_url))
         for target, name in ((self._read_events, "dashboard-events"), (self._poll, "dashboard-poll")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -78,12 +82,14 @@ class Monitor:
 
     # -- events ----------------------------------------------------------------------
     def _read_events(self) -> None:
-        assert self._receiver is not None
         batch: list[dict[str, Any]] = []
         flush_at = time.monotonic() + BATCH_SECONDS
         next_prune = time.monotonic()
         while not self._stop.is_set():
             try:
+                if self._receiver is None:
+                    self._receiver = EventReceiver(self.app)
+                    logger.info("subscribed to events")
                 for body in self._receiver.itercapture(timeout=BATCH_SECONDS):
                     self._on_event(body, batch)
                     if time.monotonic() >= flush_at:
@@ -99,7 +105,16 @@ class Monitor:
                 # A broker hiccup must not end the dashboard: log, wait, read again.
                 logger.warning("reading events failed: %s; retrying", scrub(str(exc), self.app.broker_url))
                 batch.clear()
-                self._stop.wait(1.0)
+                self._reconnect()
+                self._stop.wait(2.0)
+
+    def _reconnect(self) -> None:
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            try:
+                receiver.close()
+            except Exception:
+                pass  # the connection is already gone
 
     def _on_event(self, body: dict[str, Any], batch: list[dict[str, Any]]) -> None:
         self.last_event_at = time.time()

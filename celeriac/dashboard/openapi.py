@@ -60,7 +60,7 @@ def _post(summary: str, body: dict[str, Any] | None = None, params: list[dict[st
         },
     }
     if body is not None:
-        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
+        op["requestBody"] = {"required": bool(body.get("required")), "content": {"application/json": {"schema": body}}}
     return {"post": op}
 
 
@@ -156,7 +156,11 @@ def schema() -> dict[str, Any]:
         _query("search", _STR, "A task id or its first characters."),
     ]
     window = _query("window", {"type": "integer", "minimum": 10, "maximum": 86400, "default": 900}, "Seconds back.")
-    step = _query("step", {"type": "integer", "minimum": 1, "maximum": 3600, "default": 10}, "Seconds per point.")
+    step = _query(
+        "step",
+        {"type": "integer", "minimum": 1, "maximum": 3600, "default": 10},
+        "Seconds per point (made larger if there would be more than 1000 points).",
+    )
     revoke_body = _obj([], terminate={"type": "boolean"}, signal=_STR)
     retried = _obj(["ok", "message", "replies", "task_id"], ok={"type": "boolean"}, message=_STR,
                    replies={"type": "object"}, task_id=_STR)  # fmt: skip

@@ -8,6 +8,7 @@ tests can check that it never shows up in a page, an API answer or the log.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -102,7 +103,20 @@ class DashboardProcess:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def start(self, timeout: float = 30.0) -> DashboardProcess:
+    def get(self, path: str) -> tuple[int, Any]:
+        """``(status, body)`` of a GET, the body decoded if JSON (no credentials: fine for the health endpoints)."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode()
+
+    def start(self, timeout: float = 30.0, ready: bool = True) -> DashboardProcess:
+        """Start it and wait until /readyz answers 200 (or, with ``ready=False``, answers at all)."""
         self.proc = subprocess.Popen(self.cmd, cwd=self.project.path, env=self.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
         self._pump = threading.Thread(target=self._read, daemon=True)
@@ -113,9 +127,12 @@ class DashboardProcess:
                 self._pump.join(5)
                 raise AssertionError(f"dashboard exited ({self.proc.returncode}):\n{self.output}")
             try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=5) as response:
                     if response.status == 200:
                         return self
+            except urllib.error.HTTPError:
+                if not ready:
+                    return self
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.1)
@@ -152,6 +169,10 @@ def dash_project(project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.setenv("CELERIAC_RESULT_BACKEND", url)
     project.write("tasks.py", TASKS.format(prefix=prefix))
     yield project
+    redis_prefix_cleanup(prefix)
+
+
+def redis_prefix_cleanup(prefix: str) -> None:
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=DB)
     keys = list(client.scan_iter(f"{prefix}*", count=1000))
     if keys:
