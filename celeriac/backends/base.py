@@ -435,7 +435,12 @@ class KeyValueBackend(ResultBackend):
             expires = expires.total_seconds()
         self.expires: float | None = float(expires) if expires else None
         prefix = (conf.result_backend_transport_options or {}).get("global_keyprefix", "") if conf else ""
-        self.global_keyprefix: str = str(prefix or "")
+        prefix = str(prefix or "")
+        if prefix and prefix[-1] not in ":_-.":
+            # Celery's rule: a prefix that doesn't end in a separator gets "_", so both
+            # name the same keys for the same setting.
+            prefix += "_"
+        self.global_keyprefix: str = prefix
 
     # -- to fill -----------------------------------------------------------------
     @abc.abstractmethod
