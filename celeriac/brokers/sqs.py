@@ -37,7 +37,9 @@ How a message moves::
                  by the worker that receives it then)
     reject    -> a copy (with the queue and reason as message attributes) is sent to the
                  ``celeriac-dead-letter`` queue (prefixed; created on first use, 14 days'
-                 retention), then the message is deleted
+                 retention), then the message is deleted; with ``predefined_queues`` that don't
+                 name that queue, the message is hidden in its own queue for 12 hours instead
+                 (the queue's redrive policy, if any, takes it from there)
 
 Bounds: SQS messages are at most ``max_message_size`` bytes (262,144 by default; AWS accepts up to
 1 MiB where the queue's ``MaximumMessageSize`` allows): a larger one raises :class:`MessageTooLarge`
@@ -510,6 +512,19 @@ class SQSBroker(Broker):
             return
         if requeue:
             self._settle("requeueing", delivery, "change_message_visibility", VisibilityTimeout=0)
+            return
+        if self.predefined and self.dead_letter_queue not in self.predefined:
+            # No queue of ours to dead-letter into, and none may be created: the message stays
+            # in its queue, hidden as long as SQS allows, so it neither comes straight back to be
+            # rejected again and again nor gets lost; the queue's own redrive policy, if it has
+            # one, moves it to its dead-letter queue after maxReceiveCount receipts.
+            logger.error(
+                "can't dead-letter a message from %s (%s): add %r to predefined_queues; it is hidden "
+                "in its queue for 12 hours instead",
+                delivery.queue, reason or "rejected", self.dead_letter_queue,
+            )  # fmt: skip
+            self._settle("parking a rejected message", delivery, "change_message_visibility",
+                         VisibilityTimeout=MAX_VISIBILITY_TIMEOUT - 60)  # fmt: skip
             return
         # The copy first: a worker dying in between leaves the message to be dead-lettered again
         # (a duplicate copy), never lost.

@@ -343,8 +343,15 @@ def test_predefined_queues(sqs: Any, sqs_options: dict[str, Any], sqs_prefix: st
     broker.ack(delivery)
     with pytest.raises(QueueNotFound, match="predefined_queues"):
         broker.publish(envelope(), exchange="", routing_key="other")
-    with pytest.raises(OperationalError, match="predefined_queues"):
-        broker.reject(delivery, requeue=False)  # no dead-letter queue among them: the message stays
+    # No dead-letter queue among them: a rejected message stays in its queue, hidden for hours
+    # (not straight back to be rejected again, and not lost).
+    broker.publish(envelope(), exchange="", routing_key="celery")
+    [poisoned] = broker.get(["celery"], max_messages=1, timeout=1)
+    broker.reject(poisoned, requeue=False)
+    assert broker.get(["celery"], max_messages=1, timeout=1) == []
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessages"] == "0"
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
     assert sqs.list_queues(QueueNamePrefix=sqs_prefix)["QueueUrls"] == [url]  # nothing created
 
 
