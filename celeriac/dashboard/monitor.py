@@ -36,6 +36,7 @@ logger = logging.getLogger("celeriac.dashboard")
 BATCH_SECONDS = 0.2  # how long events are gathered before one write to the store
 POLL_SECONDS = 5.0  # between inspect() rounds
 PRUNE_SECONDS = 60.0
+COUNTS_SECONDS = 2.0  # how stale the per-worker succeeded/failed counts may be
 
 
 class Monitor:
@@ -54,6 +55,7 @@ class Monitor:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._receiver: EventReceiver | None = None
+        self._counts: tuple[float, dict[str, dict[str, int]]] | None = None
 
     # -- life cycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -161,11 +163,18 @@ class Monitor:
     # -- views -----------------------------------------------------------------------
     def workers(self) -> list[dict[str, Any]]:
         now = time.time()
-        counts = self.store.counts_by_worker()
+        counts = self._counts_by_worker()
         with self._lock:
             known = {**{name: {"hostname": name} for name in self.stats}, **self.state.workers}
             out = [self._worker_view(name, dict(info), now, counts.get(name, {})) for name, info in known.items()]
         return sorted(out, key=lambda w: (not w["online"], w["hostname"]))
+
+    def _counts_by_worker(self) -> dict[str, dict[str, int]]:
+        # A GROUP BY over the whole history: cached, since every open page polls for workers.
+        cached = self._counts
+        if cached is None or time.monotonic() - cached[0] > COUNTS_SECONDS:
+            cached = self._counts = (time.monotonic(), self.store.counts_by_worker())
+        return cached[1]
 
     def _worker_view(self, name: str, info: dict[str, Any], now: float, counts: dict[str, int]) -> dict[str, Any]:
         last = info.get("last_heartbeat")
