@@ -59,7 +59,8 @@ function when(timestamp) {
 }
 
 function seconds(value) {
-  return value === null || value === undefined ? "" : `${Number(value).toFixed(3)} s`;
+  if (value === null || value === undefined) return "";
+  return value < 1 ? `${(value * 1000).toFixed(1)} ms` : `${Number(value).toFixed(3)} s`;
 }
 
 function flash(message, isError) {

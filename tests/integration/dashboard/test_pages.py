@@ -79,7 +79,7 @@ def test_a_sent_task_appears_and_reaches_success_live(workers: list[Any], dashbo
     assert page.evaluate("window.__notReloaded") is True  # updated in place, not by reloading
     assert row.locator("td").nth(1).inner_text() == "tasks.sleepy"
     assert row.locator("td").nth(3).inner_text() == "(4,)"
-    assert re.match(r"\d\.\d{3} s", row.locator("td").nth(5).inner_text())
+    assert re.match(r"\d\.\d{3} s", row.locator("td").nth(5).inner_text())  # ms below a second
     assert row.locator("td").nth(6).inner_text() in (f"alpha@{HOST}", f"beta@{HOST}")
     # Filters: by state, and by a prefix of the id.
     page.goto(dashboard.url + "/tasks?state=FAILURE")
@@ -88,8 +88,14 @@ def test_a_sent_task_appears_and_reaches_success_live(workers: list[Any], dashbo
     page.goto(dashboard.url + f"/tasks?search={result.id[:8]}")
     page.locator(f'tr[data-task="{result.id}"]').wait_for()
     assert page.locator("#tasks tbody tr").count() == 1
+    from tasks import add, fan_out
+
+    more = [add.delay(i, i * 10) for i in range(5)] + [add.apply_async(kwargs={"x": "a", "y": "b"}), fan_out.delay(2)]
+    for each in more:
+        each.get(timeout=30)
     page.goto(dashboard.url + "/tasks")
-    page.locator(f'tr[data-task="{result.id}"]').wait_for()
+    page.locator(f'tr[data-task="{more[-1].id}"][data-state="SUCCESS"]').wait_for()
+    page.wait_for_timeout(1600)  # the children of fan_out too
     shot(page, "dashboard-tasks.png", tmp_path)
 
 
@@ -190,3 +196,50 @@ def test_unauthenticated_access_on_a_non_local_bind_is_refused(dash_project: Pro
     finally:
         dashboard.stop()
     assert "hunter2" not in dashboard.output and PASSWORD not in dashboard.output
+
+
+def test_worker_and_queue_actions_from_the_pages(workers: list[Any], dashboard: DashboardProcess, page: Any) -> None:
+    from tasks import app, sleepy  # type: ignore[import-not-found]
+
+    alpha = f"alpha@{HOST}"
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto(dashboard.url + "/workers")
+    row = page.locator(f'tr[data-worker="{alpha}"]')
+    row.locator('td:nth-child(5):text-is("2")').wait_for(timeout=15_000)
+    row.locator("button", has_text="Grow").click()
+    page.fill('#confirm input[name="n"]', "2")
+    page.click("#confirm-ok")
+    page.locator("#flash.ok", has_text=f"pool of {alpha} grown by 2").wait_for()
+    row.locator('td:nth-child(5):text-is("4")').wait_for(timeout=15_000)  # seen by the next stats poll
+    row.locator("button", has_text="Rate limit").click()
+    page.fill('#confirm input[name="task_name"]', "tasks.add")
+    page.fill('#confirm input[name="rate_limit"]', "5/s")
+    page.click("#confirm-ok")
+    page.locator("#flash.ok", has_text="rate limit of tasks.add").wait_for()
+
+    for _ in range(4):
+        sleepy.apply_async((0,), queue="parked")
+    page.goto(dashboard.url + "/queues")
+    page.locator('tr[data-queue="celery"] td:nth-child(4)', has_text=alpha).wait_for()
+    assert app.connection_for_write().queue_size("parked") == 4
+    # "parked" has no consumer, so it is listed once it was purged (or is configured).
+    page.evaluate("fetch('/api/queues/parked/purge', {method: 'POST'}).then(r => window.__noCsrf = r.status)")
+    page.wait_for_function("window.__noCsrf !== undefined")
+    assert page.evaluate("window.__noCsrf") == 403  # a POST without the token is refused
+    assert app.connection_for_write().queue_size("parked") == 4
+    page.locator('tr[data-queue="celery"] button', has_text="Purge").click()
+    page.click("#confirm-ok")
+    page.locator("#flash.ok", has_text="from celery").wait_for()
+
+    row_shutdown = f'tr[data-worker="beta@{HOST}"]'
+    page.goto(dashboard.url + "/workers")
+    page.locator(row_shutdown + " button", has_text="Shut down").click()
+    page.click("#confirm-ok")
+    page.locator(row_shutdown + " .badge.offline").wait_for(timeout=30_000)
+    assert workers[1].proc.wait(30) == 0
+
+    page.goto(dashboard.url + "/charts")
+    page.locator("#chart-throughput svg polyline").wait_for(state="attached")
+    assert page.locator("#chart-runtime svg polyline").count() == 3
+    assert [e for e in errors if "status of 403" not in e] == []  # the 403 is the token-less POST above
