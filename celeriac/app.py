@@ -262,6 +262,27 @@ class Celery:
             if key not in self.conf.changes():
                 self.conf[key] = value
 
+    def setup_security(
+        self,
+        allowed_serializers: Iterable[str] | None = None,
+        key: str | None = None,
+        key_password: str | bytes | None = None,
+        cert: str | None = None,
+        store: str | None = None,
+        digest: str | None = None,
+        serializer: str = "json",
+    ) -> None:
+        """Sign every message with ``task_serializer='auth'`` (Celery's message signing).
+
+        Needs ``task_serializer='auth'`` and ``accept_content=['auth']``; ``key``, ``cert``
+        and ``store`` default to the ``security_key``, ``security_certificate`` and
+        ``security_cert_store`` settings. Affects every app in the process, as in Celery.
+        See :mod:`celeriac.security`.
+        """
+        from .security import setup_security
+
+        setup_security(allowed_serializers, key, key_password, cert, store, digest, serializer, app=self)
+
     @property
     def timezone(self) -> tzinfo:
         from zoneinfo import ZoneInfo

@@ -1,7 +1,12 @@
-"""Serializers: json (with kombu's type tags), msgpack, yaml and pickle.
+"""Serializers: json (with kombu's type tags), msgpack, yaml, pickle and auth.
 
 Bodies are decoded only after their content type has passed the ``accept``
-check, so an unaccepted (e.g. pickle) payload is never unpickled.
+check, so an unaccepted (e.g. pickle) payload is never unpickled. ``accept_content``
+is ``["json"]`` by default: pickle is off unless a worker lists it.
+
+``auth`` (``application/data``) is the message-signing serializer of
+:mod:`celeriac.security`; until ``app.setup_security()`` installs it, it refuses to
+sign or to decode.
 
 The json encoding tags values json can't carry exactly as kombu does, so a
 Celery 5 peer reads them back as the same types::
@@ -23,13 +28,14 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from .exceptions import ContentDisallowed, DecodeError, EncodeError
+from .exceptions import ContentDisallowed, DecodeError, EncodeError, SecurityError
 
 __all__ = [
     "Serializer",
     "dumps",
     "loads",
     "prepare_accept_content",
+    "register",
     "registry",
 ]
 
@@ -138,6 +144,10 @@ def _yaml_decode(data: bytes) -> Any:
     return yaml.safe_load(data)
 
 
+def _auth_not_set_up(_: Any) -> Any:
+    raise SecurityError("the auth serializer is not set up: call app.setup_security() first")
+
+
 registry: dict[str, Serializer] = {
     s.name: s
     for s in (
@@ -145,19 +155,25 @@ registry: dict[str, Serializer] = {
         Serializer("pickle", "application/x-python-serialize", "binary", _pickle_encode, pickle.loads),
         Serializer("msgpack", "application/x-msgpack", "binary", _msgpack_encode, _msgpack_decode),
         Serializer("yaml", "application/x-yaml", "utf-8", _yaml_encode, _yaml_decode),
+        Serializer("auth", "application/data", "utf-8", _auth_not_set_up, _auth_not_set_up),
     )
 }
 _by_content_type: dict[str, Serializer] = {s.content_type: s for s in registry.values()}
 # Content types other producers use for the same formats.
 _by_content_type.update(
     {
-        "application/data": Serializer("raw", "application/data", "binary", bytes, bytes),
         "application/text": Serializer("raw", "application/text", "utf-8", bytes, bytes),
         "application/msgpack": registry["msgpack"],
         "application/yaml": registry["yaml"],
         "text/yaml": registry["yaml"],
     }
 )
+
+
+def register(serializer: Serializer) -> None:
+    """Add or replace a serializer (by name and by content type), e.g. ``auth`` after ``setup_security()``."""
+    registry[serializer.name] = serializer
+    _by_content_type[serializer.content_type] = serializer
 
 
 def get_serializer(name: str) -> Serializer:
@@ -191,6 +207,8 @@ def dumps(obj: Any, serializer: str) -> tuple[str, str, bytes]:
     ser = get_serializer(serializer)
     try:
         return ser.content_type, ser.content_encoding, ser.encode(obj)
+    except SecurityError as exc:
+        raise EncodeError(f"can't sign with {serializer}: {exc}") from exc
     except Exception as exc:
         raise EncodeError(f"can't serialize with {serializer}: {exc}") from exc
 
@@ -214,5 +232,7 @@ def loads(data: bytes | str, content_type: str, content_encoding: str, accept: f
         data = data.encode(content_encoding if content_encoding not in ("binary", "") else "utf-8")
     try:
         return ser.decode(data)
+    except SecurityError as exc:
+        raise DecodeError(f"signature check failed, message refused: {exc}") from exc
     except Exception as exc:
         raise DecodeError(f"can't decode {content_type} payload: {exc}") from exc

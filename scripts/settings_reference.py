@@ -48,6 +48,7 @@ SECTIONS = [
     ("Events", ("event_",)),
     ("Remote control", ("control_",)),
     ("Beat", ("beat_",)),
+    ("Message signing", ("security_",)),
 ]
 
 DESCRIPTIONS: dict[str, str] = {
@@ -122,6 +123,11 @@ DESCRIPTIONS: dict[str, str] = {
     "result_persistent": "Send `rpc://` results as persistent messages.",
     "result_extended": "Also store the task's name, arguments, worker and queue with its result.",
     "result_serializer": "Serializer of stored results.",
+    "security_certificate": "PEM certificate of this process's signing key (`task_serializer='auth'`).",
+    "security_cert_store": "Directory or glob of the PEM certificates whose signatures are trusted.",
+    "security_digest": "Digest of message signatures (RSA-PSS), e.g. `sha256`, `sha512`.",
+    "security_key": "PEM private key (RSA) that signs messages; see `app.setup_security()`.",
+    "security_key_password": "Password of an encrypted `security_key`.",
     "result_backend_transport_options": "Options passed to the result backend (key prefix, paths...).",
     "result_chord_retry_interval": "Seconds between checks of a chord's parts, where they are polled.",
     "result_chord_join_timeout": "Seconds to wait for a chord's parts when joining them.",
