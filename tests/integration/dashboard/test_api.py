@@ -255,3 +255,22 @@ def test_the_api_matches_its_openapi_schema(idle_dashboard: DashboardProcess) ->
         except Exception as exc:
             failures.append(f"{operation.method.upper()} {operation.path}: {exc}")
     assert not failures, "\n\n".join(failures)
+
+
+def test_a_restarted_dashboard_keeps_the_history(workers: list[Any], dash_project: Project, tmp_path: Path) -> None:
+    from tasks import add  # type: ignore[import-not-found]
+
+    db = str(tmp_path / "kept.db")
+    first = DashboardProcess(dash_project, "--db", db).start()
+    try:
+        result = add.delay(20, 22)
+        assert result.get(timeout=30) == 42
+        until(lambda: request(first, "GET", f"/api/tasks/{result.id}")[1].get("state") == "SUCCESS")
+    finally:
+        first.stop()
+    second = DashboardProcess(dash_project, "--db", db).start()
+    try:
+        kept = call(second, "GET", f"/api/tasks/{result.id}")
+        assert (kept["state"], kept["result"], kept["args"]) == ("SUCCESS", "42", "(20, 22)")
+    finally:
+        second.stop()
