@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -76,3 +77,25 @@ def issue(
     )
     key_path.chmod(0o600)
     return Issued(cert_path, key_path, key, certificate)
+
+
+class Pki:
+    """A CA, the certificates it issued, a trusted store, and two that aren't trusted."""
+
+    def __init__(self, directory: Path) -> None:
+        self.ca = issue(directory / "ca", "celeriac test CA", is_ca=True)
+        self.worker = issue(directory / "worker", "worker", ca=self.ca)
+        self.client = issue(directory / "client", "client", ca=self.ca)
+        # Unknown: a certificate the store has never seen.
+        self.rogue = issue(directory / "rogue", "rogue")
+        # Forged: another CA with the same name issues a certificate with the client's serial number,
+        # so the signer id in the message is the client's, but the key is not.
+        other_ca = issue(directory / "other-ca", "celeriac test CA", is_ca=True)
+        self.forged = issue(directory / "forged", "client", ca=other_ca, serial=self.client.certificate.serial_number)
+        self.store = directory / "store"
+        self.store.mkdir()
+        for trusted in (self.worker, self.client):
+            shutil.copy(trusted.cert, self.store / trusted.cert.name)
+
+    def env(self, who: Issued) -> dict[str, str]:
+        return {"SEC_KEY": str(who.key), "SEC_CERT": str(who.cert), "SEC_STORE": str(self.store)}
