@@ -60,6 +60,7 @@ function when(timestamp) {
 
 function seconds(value) {
   if (value === null || value === undefined) return "";
+  if (value < 0.001) return `${Math.round(value * 1e6)} µs`;
   return value < 1 ? `${(value * 1000).toFixed(1)} ms` : `${Number(value).toFixed(3)} s`;
 }
 

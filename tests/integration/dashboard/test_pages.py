@@ -60,6 +60,8 @@ def test_workers_page_lists_both_workers(workers: list[Any], dashboard: Dashboar
 
     for i in range(6):
         add.delay(i, i).get(timeout=30)
+    # Counts come from the next heartbeat (every 2 s) and the history (cached for 2 s).
+    page.locator(f'tr[data-worker="alpha@{HOST}"] td:nth-child(7):not(:text-is("0"))').wait_for(timeout=15_000)
     page.wait_for_timeout(2500)
     shot(page, "dashboard-workers.png", tmp_path)
 
