@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = ["current_app", "current_task", "get_current_app", "get_current_request", "get_current_task"]
 
-_lock = threading.Lock()
+# Reentrant: creating the default app under it registers that app, which takes it again.
+_lock = threading.RLock()
 _current_app: Celery | None = None
 _default_app: Celery | None = None
 _all_apps: list[Any] = []  # weakrefs to every app, for shared_task

@@ -322,3 +322,16 @@ def test_solar_polar_night_checks_again_later(make_app: Callable[..., Celery]) -
 def test_solar_arguments_are_checked(args: tuple[str, float, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         solar(*args)
+
+
+def test_a_schedule_without_an_app_uses_the_default_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    from celeriac import _state
+
+    monkeypatch.setattr(_state, "_current_app", None)
+    monkeypatch.setattr(_state, "_default_app", None)
+    clock = FakeClock(datetime(2024, 5, 6, 8, 0, tzinfo=UTC))
+    nine = crontab(minute=0, hour=9, nowfun=clock)
+    assert nine.is_due(datetime(2024, 5, 5, 9, 0, tzinfo=UTC)) == (False, 3600.0)
+    default = _state._default_app
+    assert default is not None and default.main == "default"
+    default.close()
