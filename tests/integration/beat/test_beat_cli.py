@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 from tests.conftest import Project
-from tests.integration.beat.conftest import TASKS
+from tests.integration.beat.conftest import TASKS, wait_until
 
 
 def test_beat_help(project: Project) -> None:
@@ -38,3 +41,24 @@ def test_bad_schedules_are_reported(project: Project) -> None:
     project.write("tasks.py", TASKS + "\nfrom celeriac.schedules import crontab\nbad = crontab(minute='*/0')\n")
     done = project.run("-A", "tasks", "beat")
     assert done.returncode != 0 and "step '0' must be a positive number" in done.stderr
+
+
+def test_detached_beat_writes_its_pidfile_and_log_and_stops_on_sigterm(project: Project) -> None:
+    project.write("tasks.py", TASKS)
+    done = project.run(
+        "-A", "tasks", "beat", "--detach", "--pidfile", "beat.pid", "--logfile", "beat.log", "-l", "info",
+        env=project.env(REAL_ENTRY="1"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    pidfile, logfile = project.path / "beat.pid", project.path / "beat.log"
+    wait_until(pidfile.exists, 20, lambda: "the pidfile")
+    pid = int(pidfile.read_text())
+    try:
+        wait_until(
+            lambda: logfile.exists() and "Sending due task real" in logfile.read_text(), 30, lambda: "a sent task"
+        )
+        assert project.run("-A", "tasks", "beat", "--pidfile", "beat.pid").returncode == 73  # already running
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not pidfile.exists(), 20, lambda: "the pidfile to go")
+    assert "beat: Shutting down..." in logfile.read_text()
