@@ -335,3 +335,40 @@ def test_a_schedule_without_an_app_uses_the_default_app(monkeypatch: pytest.Monk
     default = _state._default_app
     assert default is not None and default.main == "default"
     default.close()
+
+
+def test_next_runs_agree_with_celerys_crontab_in_utc(make_app: Callable[..., Celery]) -> None:
+    import random
+
+    import celery
+    from celery.schedules import crontab as celery_crontab
+
+    reference = celery.Celery("reference", set_as_current=False)
+    reference.conf.update(enable_utc=True, timezone="UTC")
+    app = make_app()
+    rnd = random.Random(20240506)
+
+    def field(low: int, count: int) -> str:
+        kind = rnd.choice(["*", "n", "range", "step", "list"])
+        if kind == "*":
+            return "*"
+        if kind == "n":
+            return str(rnd.randrange(low, low + count))
+        if kind == "range":
+            first = rnd.randrange(low, low + count)
+            return f"{first}-{rnd.randrange(first, low + count)}"
+        if kind == "step":
+            return f"*/{rnd.randrange(1, count)}"
+        return ",".join(str(rnd.randrange(low, low + count)) for _ in range(3))
+
+    for _ in range(400):
+        spec = {
+            "minute": field(0, 60),
+            "hour": field(0, 24),
+            "day_of_week": field(0, 7),
+            "day_of_month": field(1, 28),
+            "month_of_year": field(1, 12),
+        }
+        last = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=rnd.randrange(0, 3 * 365 * 86400))
+        theirs = last + celery_crontab(**spec, app=reference, nowfun=lambda last=last: last).remaining_estimate(last)
+        assert crontab(**spec, app=app).next_run_after(last) == theirs, (spec, last)
