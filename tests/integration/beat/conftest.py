@@ -67,9 +67,9 @@ def setup_periodic_tasks(sender, **kwargs):
 class BeatProcess(WorkerProcess):
     """A ``celeriac beat`` subprocess (debug logging: one "Waking up" line per tick)."""
 
-    def __init__(self, cwd: Path, args: list[str], env: dict[str, str]) -> None:
-        super().__init__(cwd, "tasks", [], env)
-        self.cmd = [sys.executable, "-m", "celeriac", "-A", "tasks", "beat", "-l", "debug", *args]
+    def __init__(self, cwd: Path, args: list[str], env: dict[str, str], app: str = "tasks") -> None:
+        super().__init__(cwd, app, [], env)
+        self.cmd = [sys.executable, "-m", "celeriac", "-A", app, "beat", "-l", "debug", *args]
 
     def start(self, ready_timeout: float = 30.0) -> BeatProcess:
         self.proc = subprocess.Popen(
