@@ -493,8 +493,10 @@ class _Threaded(threading.Thread):
         except Exception:
             logger.exception("beat: the embedded scheduler stopped")
 
-    def stop(self) -> None:
-        self.service.stop(wait=self.is_alive())
+    def stop(self, timeout: float = 30.0) -> None:
+        self.service.stop()
+        if self.is_alive():
+            self.join(timeout)  # it releases the lease on the way out
 
 
 def EmbeddedService(app: Celery, max_interval: float | None = None, **kwargs: Any) -> _Threaded:
