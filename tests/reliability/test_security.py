@@ -273,7 +273,7 @@ def test_strings_in_messages_are_only_data(project: Project, tmp_path: Path) -> 
     result = app.send_task(by_name, args=(1,))
     with pytest.raises(NotRegistered):
         result.get(timeout=30)
-    assert f"Received unregistered task of type {by_name!r}" in worker.output
+    worker.wait_for(f"Received unregistered task of type {by_name!r}")
     # In headers (custom ones, and the repr fields a monitor shows) and in arguments: plain strings.
     call = echo.apply_async((by_arg,), headers={"x-code": by_header}, argsrepr=by_header, kwargsrepr=by_header)
     assert call.get(timeout=30) == by_arg
