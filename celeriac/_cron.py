@@ -21,7 +21,7 @@ import calendar
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
-__all__ = ["FIELDS", "ParseException", "next_fire", "parse_field"]
+__all__ = ["FIELDS", "ParseException", "crontab_parser", "next_fire", "parse_field"]
 
 WEEKDAYS = {name: i for i, name in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
 MONTHS = {name: i + 1 for i, name in enumerate(calendar.month_abbr[1:])}
@@ -44,6 +44,23 @@ _SEARCH_YEARS = 30  # Feb 29 on a Monday comes round every 28 years
 
 class ParseException(ValueError):
     """A crontab field can't be parsed (Celery's name; a ``ValueError`` too)."""
+
+
+class crontab_parser:
+    """Celery's parser for one field, by range: ``crontab_parser(60).parse('*/15') == {0, 15, 30, 45}``."""
+
+    ParseException = ParseException
+
+    def __init__(self, max_: int = 60, min_: int = 0) -> None:
+        self.max_, self.min_ = max_, min_
+
+    def parse(self, spec: str) -> set[int]:
+        names = MONTHS if (self.min_, self.max_) == (1, 12) else WEEKDAYS if (self.min_, self.max_) == (0, 7) else {}
+        values = _parse_string("field", spec, self.min_, self.min_ + self.max_ - 1, names)
+        for value in values:
+            if not self.min_ <= value < self.min_ + self.max_:
+                raise ValueError(f"{spec!r}: {value} is out of range {self.min_}-{self.min_ + self.max_ - 1}")
+        return values
 
 
 def parse_field(field: str, spec: object) -> frozenset[int]:

@@ -20,12 +20,21 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._cron import ParseException, next_fire, parse_field
+from ._cron import ParseException, crontab_parser, next_fire, parse_field
 
 if TYPE_CHECKING:
     from .app import Celery
 
-__all__ = ["BaseSchedule", "ParseException", "crontab", "maybe_schedule", "schedstate", "schedule", "solar"]
+__all__ = [
+    "BaseSchedule",
+    "ParseException",
+    "crontab",
+    "crontab_parser",
+    "maybe_schedule",
+    "schedstate",
+    "schedule",
+    "solar",
+]
 
 Cronspec = int | str | Iterable[int]
 

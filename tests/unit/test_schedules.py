@@ -372,3 +372,18 @@ def test_next_runs_agree_with_celerys_crontab_in_utc(make_app: Callable[..., Cel
         last = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=rnd.randrange(0, 3 * 365 * 86400))
         theirs = last + celery_crontab(**spec, app=reference, nowfun=lambda last=last: last).remaining_estimate(last)
         assert crontab(**spec, app=app).next_run_after(last) == theirs, (spec, last)
+
+
+def test_celerys_module_names_are_there() -> None:
+    import celery.beat
+    import celery.schedules
+
+    import celeriac.beat
+
+    assert set(celery.schedules.__all__) <= set(dir(schedules))
+    assert set(celery.beat.__all__) <= set(dir(celeriac.beat))
+    assert schedules.crontab_parser(60).parse("*/15") == {0, 15, 30, 45}
+    assert schedules.crontab_parser(12, 1).parse("2-12/2") == {2, 4, 6, 8, 10, 12}
+    assert schedules.crontab_parser(7).parse("mon-fri") == {1, 2, 3, 4, 5}
+    with pytest.raises(ValueError, match="out of range"):
+        schedules.crontab_parser(24).parse("25")
