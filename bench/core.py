@@ -6,7 +6,7 @@ import gc
 from pathlib import Path
 
 from bench import scenarios
-from bench.harness import Loaded, progress, ready_worker
+from bench.harness import Loaded, progress, ready_worker, retrying
 from bench.procs import RssSampler, descendants, tree_rss_kib
 from bench.report import Figures
 from bench.settings import Settings
@@ -66,7 +66,8 @@ def run_all(settings: Settings, loaded: Loaded, workdir: Path) -> list[Figures]:
                     continue
                 for pool in settings.pools_of(system):
                     progress(f"{broker} {repeat}/{repeats}: {system} -P {pool} -c {settings.concurrency}")
-                    figures = run_once(settings, loaded[system, broker], pool, workdir)
+                    client = loaded[system, broker]
+                    figures = retrying("the run", run_once, settings, client, pool, workdir)
                     progress(
                         f"  enqueue {figures.enqueue_rate:,.0f}/s, end-to-end {figures.e2e_rate:,.0f}/s "
                         f"(worker {figures.worker_rate:,.0f}/s), p50 {figures.p50_ms:.2f} ms, "

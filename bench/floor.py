@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from bench.brokers import amqp_connection
-from bench.harness import progress
+from bench.harness import progress, retrying
 from bench.section import Section
 from bench.settings import Settings
 from bench.stats import percentile
@@ -127,10 +127,13 @@ def amqp_floor(url: str, roundtrips: int, messages: int) -> FloorFigures:
 def run(settings: Settings) -> Section:
     figures = []
     progress("floor: redis")
-    figures.append(redis_floor(settings.redis_url, settings.roundtrips, settings.floor_messages))
+    figures.append(retrying("the floor", redis_floor, settings.redis_url, settings.roundtrips, settings.floor_messages))
     if settings.amqp_url:
         progress("floor: amqp")
-        figures.append(amqp_floor(settings.amqp_url, settings.roundtrips, min(settings.floor_messages, 50_000)))
+        url = settings.amqp_url
+        figures.append(
+            retrying("the floor", amqp_floor, url, settings.roundtrips, min(settings.floor_messages, 50_000))
+        )
     for f in figures:
         progress(f"  {f.broker}: round trip p50 {f.p50_ms:.3f} ms, pipelined {f.pipelined_rate:,.0f} messages/s")
     rows = [

@@ -5,9 +5,11 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from bench import scenarios
 from bench.brokers import Broker, flush_redis
@@ -72,3 +74,23 @@ def ready_worker(
         ready = scenarios.wait_until_ready(client, worker)
         scenarios.warm_up(client, pool=pool)
         yield worker, ready
+
+
+T = TypeVar("T")
+RETRIES = 2  # another run after a failure (a broker restarted under the benchmark, say), twice at most
+
+
+def retrying(what: str, run: Callable[..., T], *args: Any) -> T:
+    """``run(*args)``, run again when it fails: one lost connection (a restarted broker) must not sink the run.
+
+    A run that fails every time raises its last error. The worker of a failed run has been stopped by then.
+    """
+    for attempt in range(RETRIES + 1):
+        try:
+            return run(*args)
+        except Exception as exc:
+            if attempt == RETRIES:
+                raise
+            progress(f"{what} failed ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}); running it again")
+            time.sleep(3.0)
+    raise AssertionError("unreachable")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench import plots, scenarios
 from bench.core import mib
-from bench.harness import Loaded, progress, ready_worker
+from bench.harness import Loaded, progress, ready_worker, retrying
 from bench.procs import descendants, tree_rss_kib
 from bench.section import Section
 from bench.settings import Settings
@@ -114,7 +114,8 @@ def run_all(settings: Settings, loaded: Loaded, workdir: Path, targets: Sequence
         for concurrency in settings.io_concurrency:
             for target in targets:
                 progress(f"io {repeat}/{settings.repeat}: {target.system} -P {target.pool} -c {concurrency}")
-                figures = run_once(settings, loaded[target.system, "redis"], target, concurrency, workdir)
+                client = loaded[target.system, "redis"]
+                figures = retrying("the run", run_once, settings, client, target, concurrency, workdir)
                 progress(
                     f"  {figures.rate:,.0f} tasks/s ({figures.rate / figures.ceiling:.0%} of {figures.ceiling:,.0f}),"
                     f" worker ready in {figures.ready_seconds:.1f}s"

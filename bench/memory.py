@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench import plots, scenarios
 from bench.core import mib
-from bench.harness import Loaded, progress, ready_worker
+from bench.harness import Loaded, progress, ready_worker, retrying
 from bench.procs import RssSampler, descendants, tree_rss_kib
 from bench.section import Section
 from bench.settings import Settings
@@ -135,7 +135,8 @@ def run(settings: Settings, loaded: Loaded, workdir: Path) -> Section:
     for system, pool in TARGETS:
         if system in settings.systems:
             progress(f"memory: {system} -P {pool} -c {settings.concurrency}, {settings.memory_tasks:,} tasks")
-            summary.append(run_once(loaded[system, "redis"], pool, settings, workdir))
+            client = loaded[system, "redis"]
+            summary.append(retrying("the run", run_once, client, pool, settings, workdir))
     method = (
         f"{settings.memory_tasks:,} no-op tasks on Redis at `-c {settings.concurrency}`, sent in chunks of {CHUNK}; "
         "each chunk's results are fetched before the next chunk is sent. RSS is the worker's process tree, "

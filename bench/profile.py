@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import scenarios
-from bench.harness import Loaded, progress, ready_worker
+from bench.harness import Loaded, progress, ready_worker, retrying
 from bench.section import Section
 from bench.settings import Settings
 from bench.tables import table
@@ -140,25 +140,31 @@ def profile_table(p: Profile) -> str:
 
 def run(settings: Settings, loaded: Loaded, workdir: Path) -> Section:
     client = loaded["celeriac", "redis"]
-    notes, profiles, client_text = [], [], ""
+    notes, profiles = [], []
+    client_texts: dict[str, str] = {}
+    calls = min(settings.tasks, 5000)
     tool = py_spy()
     if tool is None:
         notes.append("py-spy is not installed: no worker profile (pip install py-spy).")
     else:
         for pool in ("solo", "prefork"):
             progress(f"profile: py-spy on celeriac -P {pool}")
-            profiles.append(profile_worker(settings, client, pool, workdir, tool))
+            profiles.append(retrying("the profile", profile_worker, settings, client, pool, workdir, tool))
     if importlib.util.find_spec("pyinstrument") is None:
         notes.append("pyinstrument is not installed: no client profile (pip install pyinstrument).")
     else:
-        progress("profile: pyinstrument on delay()")
-        client_text = profile_client(client, min(settings.tasks, 5000))
+        for broker in ("redis", "amqp"):
+            if ("celeriac", broker) in loaded:
+                progress(f"profile: pyinstrument on delay() ({broker})")
+                target = loaded["celeriac", broker]
+                client_texts[broker] = retrying("the profile", profile_client, target, calls)
     parts = []
     for p in profiles:
         parts += [f"**{p.name}** ({p.samples:,} samples holding the GIL):", "", profile_table(p), ""]
-    if client_text:
-        parts += [f"**client, {min(settings.tasks, 5000):,} x `noop.delay(i)`** (pyinstrument):", ""]
-        parts += ["```text", client_text, "```", ""]
+    for broker, text in client_texts.items():
+        title = {"redis": "Redis", "amqp": "RabbitMQ"}[broker]
+        parts += [f"**client on {title}, {calls:,} x `noop.delay(i)`** (pyinstrument):", ""]
+        parts += ["```text", text, "```", ""]
     parts += notes
     method = (
         "py-spy (`record --gil --format raw --rate 200`: only the thread holding the GIL, so waiting is left "
@@ -177,7 +183,7 @@ def run(settings: Settings, loaded: Loaded, workdir: Path) -> Section:
                 {"name": p.name, "samples": p.samples, "inclusive": p.inclusive, "own": p.own, "packages": p.packages}
                 for p in profiles
             ],
-            "client": client_text,
+            "client": client_texts,
             "notes": notes,
         },
     )

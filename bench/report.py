@@ -356,10 +356,10 @@ py-spy and pyinstrument for the profiles (each is optional: what is missing is s
 .venv/bin/python -m bench --markdown docs/benchmarks.md --json docs/benchmarks.json
 ```
 
-`--scenarios throughput,latency,io,cpu,memory,floor,profile,cli` picks the sections (all by default),
+`--scenarios throughput,latency,peers,io,cpu,memory,floor,profile,cli` picks the sections (all by default),
 `--brokers redis,amqp,sqlite` the brokers of the throughput and latency tables, and
-`python -m bench --help` lists the sizes. Other task queues (Dramatiq, RQ, Huey, arq) are not measured
-by this version of the benchmark.
+`python -m bench --help` lists the sizes. Dramatiq, Huey and RQ run on the same Redis when installed
+(`pip install dramatiq huey rq`; not in the `bench` extra); arq is not measured.
 """
 
 NOTES = Path(__file__).with_name("notes.md")  # the reading of the figures, written after a full run

@@ -1,6 +1,6 @@
 """Benchmark celeriac against Celery 5 on Redis, and against the broker floor and other task queues.
 
-    python -m bench [--scenarios throughput,latency,io,cpu,memory,floor,profile,cli] [--tasks N]
+    python -m bench [--scenarios throughput,latency,peers,io,cpu,memory,floor,profile,cli] [--tasks N]
                     [--roundtrips M] [--concurrency C] [--systems celeriac,celery]
                     [--pools prefork,threads,solo,asyncio] [--brokers redis,amqp,sqlite] [--repeat R]
                     [--io-tasks N] [--io-sleep-ms MS] [--io-concurrency 10,100] [--cpu-tasks N] [--cpu-ms MS]
@@ -8,7 +8,8 @@
                     [--redis-url URL] [--amqp-url URL] [--json PATH] [--markdown PATH]
 
 Installs nothing: the worker of each system runs as ``sys.executable -m <system> ... worker``, so each
-must be importable by this interpreter; a peer that is not is skipped and the report says so.
+must be importable by this interpreter; another task queue (Dramatiq, Huey, RQ) that is not is
+skipped and the report says so.
 See docs/benchmarks.md for what is measured.
 """
 
@@ -26,7 +27,7 @@ from types import FrameType
 
 import redis
 
-from bench import cli_start, core, cpu, floor, io_bound, machine, memory, profile, report, scenarios, targets
+from bench import cli_start, core, cpu, floor, io_bound, machine, memory, peers, profile, report, scenarios, targets
 from bench.brokers import make as make_broker
 from bench.harness import clean_environ, clients, flush, progress
 from bench.procs import WorkerError
@@ -64,6 +65,8 @@ def run_scenarios(settings: Settings, workdir: Path) -> tuple[list[report.Figure
             sections.append(floor.run(settings))
         if settings.wants("throughput") or settings.wants("latency"):
             runs = core.run_all(settings, loaded, workdir)
+        if settings.wants("peers"):
+            sections.append(peers.run(settings, workdir, report.medians(runs)))
         if settings.wants("io"):
             sections.append(io_bound.run(settings, loaded, workdir))
         if settings.wants("cpu"):

@@ -181,7 +181,7 @@ def batch(send: Send, fetch: Fetch, tasks: int) -> Throughput:
         enqueue_seconds=sent - start,
         e2e_seconds=done - start,
         start_time=start_time,
-        task_ids=[str(handle.id) for handle in handles],
+        task_ids=[str(getattr(handle, "id", None) or getattr(handle, "message_id", "")) for handle in handles],
     )
 
 
