@@ -11,8 +11,16 @@ from typing import Any
 import click
 
 from ..exceptions import CeleriacError
-from ..worker.control import Panel
 from .base import EX_UNAVAILABLE, CLIContext, app_option, pass_cli
+
+
+def _panel_meta() -> dict[str, Any]:
+    # Imported when a command runs, not at start-up: the worker's modules are many, and
+    # `celeriac --help` needs none of them.
+    from ..worker.control import Panel
+
+    return Panel.meta
+
 
 __all__ = ["control", "inspect", "status"]
 
@@ -60,7 +68,7 @@ def _say_reply(cli: CLIContext, replies: dict[str, Any], show_reply: bool = True
 
 
 def _compile_arguments(command: str, args: list[str]) -> dict[str, Any]:
-    meta = Panel.meta[command]
+    meta = _panel_meta()[command]
     arguments: dict[str, Any] = {}
     rest = list(args)
     for i, (name, typ) in enumerate(meta.args or []):
@@ -80,7 +88,7 @@ def _compile_arguments(command: str, args: list[str]) -> dict[str, Any]:
 
 
 def _verify(kind: str, command: str) -> None:
-    names = sorted(name for name, info in Panel.meta.items() if info.type == kind and info.visible)
+    names = sorted(name for name, info in _panel_meta().items() if info.type == kind and info.visible)
     if command not in names:
         raise click.UsageError(f"Command {command} not recognized. Available {kind} commands: {', '.join(names)}")
 
@@ -89,7 +97,7 @@ def _list(kind: str) -> Callable[..., Any]:
     def callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
         if not value:
             return
-        for name, info in sorted(Panel.meta.items()):
+        for name, info in sorted(_panel_meta().items()):
             if info.type == kind and info.visible:
                 click.echo(f"{name} {info.signature or ''}".rstrip() + f"\n    {info.help}")
         ctx.exit()
