@@ -19,9 +19,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..exceptions import CeleriacError
 from .context import Context
 from .openapi import STATES, schema
-from .security import csrf_ok, csrf_token, set_csrf_cookie
+from .security import csrf_ok, csrf_token, scrub, set_csrf_cookie
 from .store import TaskQuery
 
 __all__ = ["routes"]
@@ -29,9 +30,16 @@ __all__ = ["routes"]
 MAX_LIMIT = 500
 MAX_OFFSET = 10_000_000
 MAX_POINTS = 1000
+# Seconds to wait for a worker's reply. Commands to one worker return as soon as it answers;
+# growing a prefork pool forks first, which takes a while on a busy machine.
+REPLY_TIMEOUT = 5.0
 
 
 class BadRequest(Exception):
+    pass
+
+
+class NotFound(Exception):
     pass
 
 
@@ -184,6 +192,12 @@ def _action(fn: Callable[[Request, dict[str, Any]], Response]) -> Callable[[Requ
             return await run_in_threadpool(fn, request, body)
         except BadRequest as exc:
             return _error(str(exc), 400)
+        except NotFound as exc:
+            return _error(str(exc), 404)
+        except (CeleriacError, OSError) as exc:
+            # The broker is away: say so (without its password) rather than answer a bare 500.
+            message = scrub(f"{type(exc).__name__}: {exc}", _ctx(request).app.broker_url)
+            return _error(f"the broker could not be reached: {message}", 503)
 
     endpoint.__name__ = fn.__name__
     return endpoint
@@ -241,21 +255,28 @@ def _literal(text: str | None, default: str) -> Any:
         raise ValueError(type(exc).__name__) from None
 
 
+def _known_worker(request: Request) -> str:
+    name: str = request.path_params["name"]
+    if name not in _ctx(request).monitor.worker_names():
+        raise NotFound(f"no worker named {name!r} has been seen")
+    return name
+
+
 def rate_limit(request: Request, body: dict[str, Any]) -> Response:
-    name = request.path_params["name"]
+    name = _known_worker(request)
     task_name, rate = body.get("task_name"), body.get("rate_limit")
     if not isinstance(task_name, str) or not task_name:
         raise BadRequest("task_name is required")
     if rate is not None and (not isinstance(rate, (str, int)) or isinstance(rate, bool)):
         raise BadRequest("rate_limit must be a string like '10/m', a number, or null")
     replies = _ctx(request).monitor.run(
-        lambda c: c.rate_limit(task_name, rate, destination=[name], reply=True, timeout=1.0)
+        lambda c: c.rate_limit(task_name, rate, destination=[name], reply=True, timeout=REPLY_TIMEOUT)
     )
     return _ok(f"rate limit of {task_name} on {name} set to {rate}", replies)
 
 
 def _pool(request: Request, body: dict[str, Any], grow: bool) -> Response:
-    name = request.path_params["name"]
+    name = _known_worker(request)
     n = body.get("n", 1)
     if isinstance(n, float) and n.is_integer():
         n = int(n)  # 2.0 is an integer to JSON Schema
@@ -264,7 +285,7 @@ def _pool(request: Request, body: dict[str, Any], grow: bool) -> Response:
 
     def call(c: Any) -> Any:
         method = c.pool_grow if grow else c.pool_shrink
-        return method(n, destination=[name], reply=True, timeout=1.0)
+        return method(n, destination=[name], reply=True, timeout=REPLY_TIMEOUT)
 
     replies = _ctx(request).monitor.run(call)
     return _ok(f"pool of {name} {'grown' if grow else 'shrunk'} by {n}", replies)
@@ -279,7 +300,7 @@ def pool_shrink(request: Request, body: dict[str, Any]) -> Response:
 
 
 def shutdown(request: Request, body: dict[str, Any]) -> Response:
-    name = request.path_params["name"]
+    name = _known_worker(request)
     _ctx(request).monitor.run(lambda c: c.shutdown(destination=[name]))
     return _ok(f"shutdown sent to {name}")
 

@@ -57,6 +57,7 @@ def _post(summary: str, body: dict[str, Any] | None = None, params: list[dict[st
             "403": _json(_ref("Error"), "Missing or wrong CSRF token"),
             "404": _json(_ref("Error"), "Not found"),
             "409": _json(_ref("Error"), "Can't be done for this task"),
+            "503": _json(_ref("Error"), "The broker could not be reached"),
         },
     }
     if body is not None:

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .security import scrub
+
 if TYPE_CHECKING:
     from ..app import Celery
     from ..brokers.base import Broker
@@ -37,7 +39,16 @@ class QueueLengths:
             if self._cached is not None and time.monotonic() - self._cached[0] < self.ttl:
                 return self._cached[1]
             consumers = self.consumers()
-            broker = self.app.connection_for_write()
+            try:
+                broker = self.app.connection_for_write()
+            except Exception as exc:
+                # Broker away: list the queues with the reason (not cached: it may be back next time).
+                error = scrub(f"{type(exc).__name__}: {exc}", self.app.broker_url)
+                return [
+                    {"name": name, "messages": None, "by_priority": {}, "consumers": sorted(consumers.get(name, [])),
+                     "error": error}
+                    for name in self.names()
+                ]  # fmt: skip
             out = [self._one(broker, name, consumers.get(name, [])) for name in self.names()]
             self._cached = (time.monotonic(), out)
             return out
@@ -55,7 +66,7 @@ class QueueLengths:
         except NotImplementedError:
             pass  # a broker that can't count (the page shows "n/a")
         except Exception as exc:
-            view["error"] = f"{type(exc).__name__}: {exc}"
+            view["error"] = scrub(f"{type(exc).__name__}: {exc}", self.app.broker_url)
         return view
 
 

@@ -213,7 +213,7 @@ def ensure_chromium() -> str:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # Playwright's loop runs in this thread while it lives: not beyond the module
 def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright

@@ -132,6 +132,7 @@ def test_actions_need_the_csrf_token_and_do_what_they_say(workers: list[Any], da
     from tasks import app, boom, sleepy  # type: ignore[import-not-found]
 
     alpha, beta = f"alpha@{HOST}", f"beta@{HOST}"
+    until(lambda: len(call(dashboard, "GET", "/api/workers")["workers"]) == 2)
     call(dashboard, "POST", f"/api/workers/{alpha}/pool/grow", {"n": 1}, expect=403)
     call(dashboard, "POST", f"/api/workers/{alpha}/pool/grow", {"n": 1}, expect=403,
          headers={"X-CSRF-Token": "guess", "Cookie": "celeriac_csrf=other"})  # fmt: skip
@@ -143,6 +144,7 @@ def test_actions_need_the_csrf_token_and_do_what_they_say(workers: list[Any], da
     call(dashboard, "POST", f"/api/workers/{alpha}/pool/shrink", {"n": 1}, headers=headers)
     assert app.control.inspect(destination=[alpha]).stats()[alpha]["pool"]["max-concurrency"] == 3
     call(dashboard, "POST", f"/api/workers/{alpha}/pool/grow", {"n": "many"}, expect=400, headers=headers)
+    call(dashboard, "POST", "/api/workers/nobody@nowhere/shutdown", expect=404, headers=headers)
 
     limited = call(dashboard, "POST", f"/api/workers/{alpha}/rate-limit",
                    {"task_name": "tasks.add", "rate_limit": "10/m"}, headers=headers)  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ class Client:
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
                 return await http.request(method, path, **kwargs)
 
-        return asyncio.run(send())
+        # A thread of its own: another test's event loop may be running in this one (Playwright's).
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, send()).result()
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", path, **kwargs)
@@ -102,8 +105,10 @@ def test_actions_need_the_csrf_header_matching_the_cookie(tmp_path: Path) -> Non
     assert web.post("/api/tasks/t1/retry", headers={"X-CSRF-Token": "other", **cookie}).status_code == 403
     assert web.post("/api/tasks/t1/retry", headers={"X-CSRF-Token": token}).status_code == 403  # no cookie
     # With the right token the request goes through to the handler (which checks its input).
-    answer = web.post("/api/workers/w@h/pool/grow", headers={"X-CSRF-Token": token, **cookie}, json={"n": 0})
-    assert answer.status_code == 400 and "n must be" in answer.json()["error"]
+    answer = web.post("/api/tasks/t1/revoke", headers={"X-CSRF-Token": token, **cookie}, json={"terminate": "yes"})
+    assert answer.status_code == 400 and "terminate must be" in answer.json()["error"]
+    unknown = web.post("/api/workers/w@h/pool/grow", headers={"X-CSRF-Token": token, **cookie}, json={"n": 1})
+    assert unknown.status_code == 404  # no broadcast to a worker never seen
 
 
 def test_non_loopback_binds_need_auth() -> None:
