@@ -37,7 +37,10 @@ Celery puts its own: in a mixed fleet, plain messages from both sides are served
 Transport options: ``visibility_timeout`` (3600), ``queue_order_strategy``
 (``round_robin`` | ``priority`` | ``sorted``), ``global_keyprefix``, ``sep``,
 ``priority_steps``, ``priority_order``, ``consumer_timeout`` (30: seconds without a heartbeat
-after which a celeriac consumer is presumed dead), plus redis-py connection options.
+after which a celeriac consumer is presumed dead), ``socket_timeout`` (default
+``broker_connection_timeout``: a command that gets no reply in that time fails, so a stalled
+connection, one that is open but carries nothing, raises ``OperationalError`` instead of
+hanging the client or the worker), plus redis-py connection options.
 """
 
 from __future__ import annotations
@@ -79,9 +82,11 @@ DELAYED_TARGETS = "celeriac.delayed.targets"
 DEADLETTER = "celeriac.deadletter"
 REVOKED = "celeriac.revoked"
 DEFAULT_SEP = "\x06\x16"
+MALFORMED = "application/x-celeriac-malformed"  # the content type of an item that isn't an envelope
 DEFAULT_STEPS = (0, 3, 6, 9)
 ACK_DELAY = 0.002  # seconds an ack may wait to share a round trip with others
 ACK_BATCH = 256
+MAX_BLOCK = 1.0  # longest single BRPOP; the consumer's connection waits this much beyond socket_timeout
 
 _SCRIPTS = Path(__file__).with_name("redis_scripts")
 _PROPERTY_ORDER = ("correlation_id", "reply_to", "delivery_mode")
@@ -121,6 +126,8 @@ class RedisBroker(Broker):
         self.consumer_timeout = float(opts.pop("consumer_timeout", 30.0))
         self.connect_timeout = float(opts.pop("connect_timeout", 4.0))
         self.use_ssl = opts.pop("use_ssl", None)
+        self.socket_timeout = float(opts.pop("socket_timeout", None) or self.connect_timeout)
+        opts["socket_timeout"] = self.socket_timeout
         opts.pop("polling_interval", None)
         self._redis_options = opts
         self.consumer_id = f"{uuid.uuid4().hex}@{os.getpid()}"
@@ -303,6 +310,7 @@ class RedisBroker(Broker):
                 return []
             # Block at most until the next parked message is due, so it is moved on time.
             wait = min(remaining, max(0.01, self._next_due_check - time.time()) if self._next_due_check else remaining)
+            wait = min(wait, MAX_BLOCK)
             got = self._blocking_pop(keys, wait)
             if got:
                 more = self._claim(keys, max_messages - len(got)) if max_messages > 1 else []
@@ -387,7 +395,9 @@ class RedisBroker(Broker):
         conn = self._consumer_conn
         if conn is None or self._consumer_conn_pid != os.getpid():
             # A connection of its own, outside the pool: it carries a reply we read later.
-            conn = self.client.connection_pool.make_connection()
+            new: Any = self.client.connection_pool.make_connection()
+            new.socket_timeout = self.socket_timeout + MAX_BLOCK  # BRPOP's own wait, then the usual limit
+            conn = new
             self._consumer_conn, self._consumer_conn_pid = conn, os.getpid()
             self._consumer_thread = threading.get_ident()
         return conn
@@ -431,9 +441,18 @@ class RedisBroker(Broker):
         raw = item if isinstance(item, bytes) else item.encode()
         if not tag and not strict:
             # Already dead-lettered by the script; handed on so the worker logs it.
-            return Delivery(
-                Envelope(raw, {}, {}, "application/x-celeriac-malformed", "binary"), queue, "", False, "", queue
-            )
+            return Delivery(Envelope(raw, {}, {}, MALFORMED, "binary"), queue, "", False, "", queue)
+        if strict:
+            return self._parse(queue, tag, raw)
+        try:
+            return self._parse(queue, tag, raw)
+        except (ValueError, TypeError, AttributeError) as exc:
+            # JSON with a delivery tag but not an envelope (a bad base64 body, headers that aren't a
+            # mapping): handed on under its tag, so the worker dead-letters it and takes the next one.
+            logger.debug("malformed message %s: %s", tag, exc)
+            return Delivery(Envelope(raw, {}, {}, MALFORMED, "binary"), queue, tag, False, "", queue, raw=raw)
+
+    def _parse(self, queue: str, tag: str, raw: bytes) -> Delivery:
         payload = json.loads(raw)
         props = dict(payload.get("properties") or {})
         delivery_info = dict(props.get("delivery_info") or {})
