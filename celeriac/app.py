@@ -20,7 +20,7 @@ from .brokers import Broker, broker_class, create_broker
 from .brokers.base import Envelope, QueueSpec
 from .canvas import Signature
 from .config import Settings, load_object
-from .exceptions import ImproperlyConfigured, OperationalError
+from .exceptions import EncodeError, ImproperlyConfigured, OperationalError
 from .protocol import TaskMessage, encode
 from .queues import destination, queue_spec
 from .registry import TaskRegistry, gen_task_name
@@ -617,6 +617,7 @@ class Celery:
 
         Raises:
             OperationalError: the broker could not be reached within ``broker_connection_timeout``.
+            EncodeError: the message body is larger than ``task_max_message_size``.
         """
         if self.autofinalize and not self.finalized:
             self.finalize(auto=True)
@@ -674,6 +675,12 @@ class Celery:
             extra_headers=headers,
         )
         envelope = encode(message, serializer)
+        limit = conf.task_max_message_size
+        if limit and len(envelope.body) > limit:
+            raise EncodeError(
+                f"task {name}[{task_id}]: the message body is {len(envelope.body)} bytes, over "
+                f"task_max_message_size ({limit} bytes); pass large data by reference (a path, a URL, a key)"
+            )
         extra = {key: options[key] for key in BROKER_MESSAGE_PROPERTIES if options.get(key) is not None}
         if extra:
             envelope = dataclasses.replace(envelope, properties={**envelope.properties, **extra})

@@ -160,6 +160,8 @@ SETTINGS: dict[str, Setting] = {
     "task_ignore_result": _s(False, "bool", "CELERY_IGNORE_RESULT"),
     "task_store_eager_result": _s(False, "bool"),
     "task_protocol": _s(2, "int", "CELERY_TASK_PROTOCOL"),
+    # celeriac's own: the largest task message body, in bytes, a client sends or a worker decodes.
+    "task_max_message_size": _s(10 * 1024 * 1024, "int"),
     "task_publish_retry": _s(True, "bool", "CELERY_TASK_PUBLISH_RETRY"),
     "task_publish_retry_policy": _s(
         {"max_retries": 3, "interval_start": 0, "interval_max": 1, "interval_step": 0.2},

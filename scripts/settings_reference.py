@@ -29,6 +29,7 @@ CELERIAC_ONLY = {
     "beat_lease_timeout",
     "broker_pool_acquire_timeout",
     "result_chord_ordered",
+    "task_max_message_size",
     "task_rate_limit_scope",
     "worker_asyncio_threads",
     "worker_healthcheck_address",
@@ -159,6 +160,8 @@ DESCRIPTIONS: dict[str, str] = {
     "task_default_exchange": "Exchange of the default queue (defaults to the queue's name).",
     "task_default_exchange_type": "Type of the default exchange.",
     "task_default_routing_key": "Routing key of the default queue (defaults to the queue's name).",
+    "task_max_message_size": "Largest task message body, in bytes (10 MiB): `delay()` raises `EncodeError` "
+    "above it, and a worker dead-letters a bigger message without decoding it. `None`: no limit.",
     "task_default_rate_limit": "Rate limit of tasks that have none, e.g. `'100/m'`.",
     "task_rate_limit_scope": "`'worker'`: each worker counts a rate limit for itself (as Celery); "
     "`'global'`: all workers share one limit (Redis or SQLite).",

@@ -100,6 +100,7 @@ class Consumer:
         self.state = state
         self.disable_rate_limits = disable_rate_limits
         self.accept = prepare_accept_content(app.conf.accept_content)
+        self.max_message_size = app.conf.task_max_message_size
         self._lock = threading.RLock()
         self._ready: deque[Request] = deque()
         self._timers: list[tuple[float, int, Request]] = []  # (due, seq, request): ETA or rate-limited
@@ -234,6 +235,11 @@ class Consumer:
                 self._schedule(request, eta.timestamp())
 
     def _receive(self, delivery: Delivery, later: list[tuple[Request, datetime]]) -> None:
+        size, limit = len(delivery.envelope.body), self.max_message_size
+        if limit and size > limit:
+            # Not even decoded: a body this big costs its size several times over in memory.
+            self._dead_letter(delivery, f"message body is {size} bytes, over task_max_message_size ({limit} bytes)")
+            return
         try:
             message = decode(delivery.envelope, self.accept)
         except ContentDisallowed as exc:
