@@ -390,16 +390,20 @@ class Consumer:
 
     # -- outcomes ------------------------------------------------------------------------
     def _on_done(self, request: Request, outcome: Outcome) -> None:
+        # A process stopped on purpose (revoke with terminate) is a revoked task, not a failed
+        # one: _record sends task-revoked, and no task-failed follows it (as in Celery).
+        terminated = outcome.exc_type == "WorkerLostError" and self.state.is_revoked(request.id)
         try:
             action = self._record(request, outcome)
-            self._log(request, outcome)
-            self._outcome_event(request, outcome)
+            if not terminated:
+                self._log(request, outcome)
+                self._outcome_event(request, outcome)
         except Exception:
             logger.exception("error recording the outcome of %s[%s]", request.name, request.id)
             action = outcome.message_action
         with self._lock:
             self.state.active.pop(request.id, None)
-            self.state.count(request.name, outcome.state)
+            self.state.count(request.name, states.REVOKED if terminated else outcome.state)
         if not self._stopping_cold:
             self._settle(request, action)
         self._slot_freed.set()

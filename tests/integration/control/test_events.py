@@ -91,3 +91,31 @@ def test_events_dump_command(any_broker: Project) -> None:
     assert len(lines) == 6
     assert any("task-succeeded" in line and '"result": "1"' in line for line in lines)
     assert worker.stop() == 0
+
+
+def test_terminated_task_is_revoked_not_failed(any_broker: Project) -> None:
+    from tasks import add, app, sleepy  # type: ignore[import-not-found]
+
+    receiver = app.events.Receiver()
+    worker = any_broker.worker("tasks", "-c", "1", "-E", "-n", "term@%h")
+    long = sleepy.delay(60)
+    states: list[str] = []
+    for event in receiver.itercapture(timeout=30):
+        if event.get("uuid") == long.id:
+            states.append(event["type"])
+            if event["type"] == "task-started":
+                app.control.terminate(long.id, signal="SIGKILL")
+            if event["type"] in ("task-revoked", "task-failed"):
+                break
+    # The next task's events come after anything the terminated one could still send.
+    after = add.delay(1, 1)
+    assert after.get(timeout=30) == 2
+    for event in receiver.itercapture(timeout=30):
+        if event.get("uuid") == long.id:
+            states.append(event["type"])
+        if event.get("uuid") == after.id and event["type"] == "task-succeeded":
+            break
+    receiver.close()
+    assert "task-revoked" in states
+    assert "task-failed" not in states
+    assert worker.stop() == 0
