@@ -184,8 +184,10 @@ def method(settings: Settings) -> str:
         f"{settings.io_tasks} tasks that each sleep {settings.io_sleep_ms:g} ms, at `-c` "
         f"{' and '.join(str(c) for c in settings.io_concurrency)}: celeriac's `async def` task "
         "(`await asyncio.sleep`) on `-P asyncio` and a `def` task (`time.sleep`) on `-P threads`; Celery's "
-        "`def` task on `-P threads`, `-P prefork` and `-P gevent`. The clock runs from the first `delay()` "
-        "until the last `.get()`, after the fresh worker has answered a ping (*ready* is how long that took). "
+        "`def` task on `-P threads`, `-P prefork` and `-P gevent`. *Completed* runs from the first `delay()` "
+        "until the worker stored the last result (the latest `date_done` in the backend); *incl. fetching* "
+        "until the client's last `.get()` returned. Both start once the fresh worker has answered a ping "
+        "(*ready* is how long that took). "
         "The ceiling is `-c` / sleep time. RSS is the worker's process tree after the run. "
         f"{settings.repeat} run(s), median."
     )
