@@ -221,9 +221,12 @@ class PreforkPool(Pool):
             child = next((c for c in self._children if c.usable), None)
             if child is None:
                 raise RuntimeError("no free process in the pool (check free_slots() before submit)")
-            child.job, child.on_done, child.accepted = job, on_done, False
+            # The collector reads these without the lock (_find_stuck): the job goes last, so it never
+            # sees the new job with the previous job's start time (a fresh child's is 0: "stuck").
+            child.accepted, child.on_done = False, on_done
             child.started = time.monotonic()
             child.deadline = child.started + job.time_limit if job.time_limit else None
+            child.job = job
         try:
             child.conn.send(job)
         except OSError:
