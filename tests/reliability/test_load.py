@@ -2,7 +2,7 @@
 Every result is checked, the queue is empty afterwards, and each worker's memory is recorded.
 
 ``CELERIAC_LOAD_TASKS`` sets the number of tasks (the CI default keeps the four runs near a minute on
-two cores: 20,000 on Redis, 5,000 on SQLite). docs/reliability.md has the figures of a 100,000-task run.
+two cores: 15,000 on Redis, 5,000 on SQLite). docs/reliability.md has the figures of a 100,000-task run.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from celeriac.brokers import broker_class
 from tests.conftest import Project, WorkerProcess
 
-DEFAULT_TASKS = {"redis": 20_000, "sqlite": 5_000}
+DEFAULT_TASKS = {"redis": 15_000, "sqlite": 5_000}
 DEADLINE = 600.0  # seconds for all results; a guard against hanging, not a performance target
 
 TASKS = """
