@@ -4,6 +4,7 @@
     proxy.drop()      # reset every connection now; new ones are reset as soon as they connect
     proxy.stall()     # connections stay open but no byte moves either way; new ones connect, then silence
     proxy.restore()   # pass bytes again (stalled connections carry on where they stopped)
+    proxy.restore(reset=True)  # ...after resetting the connections that were open during the cut
     proxy.close()
 
 A stall is the nasty half of a network cut: nothing tells either side that the other is gone,
@@ -127,7 +128,15 @@ class TCPProxy:
         """Freeze every connection, open and new, until :meth:`restore` or :meth:`drop`."""
         self.mode = STALL
 
-    def restore(self) -> None:
+    def restore(self, *, reset: bool = False) -> None:
+        """Pass bytes again. With ``reset``, the connections open during the cut are reset first, as
+        by a middlebox that forgot them: nothing a client wrote into a stalled connection (and gave up
+        on) reaches the server late."""
+        if reset:
+            with self._lock:
+                links, self._links = self._links, []
+            for link in links:
+                link.close()
         self.mode = PASS
 
     def close(self) -> None:

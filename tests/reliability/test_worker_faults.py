@@ -141,7 +141,7 @@ def test_sigkilled_worker_mid_task_every_task_completes(broker_project: Project,
 
 
 # A pool process forked while another thread of the worker is inside SQLite inherits SQLite's
-# file-lock mutex held, and its first sqlite3.connect() never returns (seen with py-spy): the task it
+# internal locks held, and its first sqlite3.connect() never returns (seen with py-spy): the task it
 # was given never finishes. Intermittent, SQLite only; Redis runs the same test strictly.
 SQLITE_FORK_HANG = pytest.mark.xfail(
     strict=False,
