@@ -195,6 +195,8 @@ class Retry(TaskPredicate):
         self.when = when
         self.is_eager = is_eager
         self.sig = sig
+        # True once the RETRY state is stored (by Task.retry, before the new message is sent).
+        self.stored = False
         super().__init__(self, exc, when, **kwargs)
 
     def humanize(self) -> str:

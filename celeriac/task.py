@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import random
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
@@ -16,6 +17,8 @@ from .exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
 if TYPE_CHECKING:
     from .app import Celery
     from .result import AsyncResult, EagerResult
+
+logger = logging.getLogger("celeriac.task")
 
 __all__ = ["AsyncTask", "Context", "Task"]
 
@@ -578,6 +581,10 @@ class Task(Generic[P, R]):
             if throw:
                 raise ret
             return ret
+        # RETRY is stored before the new message goes out: the next run may start at once, in
+        # another process, and its outcome (even the final FAILURE) must land after this state,
+        # never under it.
+        self._store_retry(request, ret)
         try:
             sig.apply_async()
         except Exception as send_error:
@@ -585,6 +592,18 @@ class Task(Generic[P, R]):
         if throw:
             raise ret
         return ret
+
+    def _store_retry(self, request: Context, ret: Retry) -> None:
+        import sys
+        import traceback
+
+        reason = ret.exc if isinstance(ret.exc, BaseException) else ret
+        tb = traceback.format_exc() if sys.exc_info()[0] is not None else None
+        try:
+            self.backend.store_result(request.id or "", reason, states.RETRY, tb, request=request)
+        except Exception:
+            logger.exception("could not store the RETRY state of %s[%s]", self.name, request.id)
+        ret.stored = True
 
     def signature_from_request(
         self,

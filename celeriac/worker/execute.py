@@ -291,7 +291,7 @@ def _on_retry(
     start: float,
 ) -> Outcome:
     reason = exc.exc if isinstance(exc.exc, BaseException) else exc
-    if backend is not None:
+    if backend is not None and not exc.stored:
         backend.store_result(_tid(ctx), reason, states.RETRY, einfo.traceback, request=ctx)
     try:
         task.on_retry(reason, _tid(ctx), args, kwargs, einfo)
