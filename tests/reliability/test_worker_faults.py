@@ -33,8 +33,9 @@ from pathlib import Path
 from celeriac import Celery
 
 app = Celery("tasks")
-# A dead worker's messages come back after 2 s (SQLite: lease; Redis: consumer heartbeat).
-app.conf.broker_transport_options = {"visibility_timeout": 2, "consumer_timeout": 2}
+# A dead worker's messages come back after 5 s (SQLite: lease; Redis: consumer heartbeat). Shorter
+# limits make a live worker on a busy machine look dead, and its messages run twice.
+app.conf.broker_transport_options = {"visibility_timeout": 5, "consumer_timeout": 5}
 HERE = Path(__file__).resolve().parent
 
 
@@ -100,6 +101,16 @@ def _queue_size(project: Project) -> int:
         broker.close()
 
 
+def _drain(worker: WorkerProcess, project: Project, timeout: float = 30.0) -> None:
+    """Wait until the queue is empty and ``worker`` has finished everything it received. (A task
+    whose orphaned process stored its result is received again, and runs again: results being
+    ready doesn't mean the worker is done.)"""
+    deadline = time.monotonic() + timeout
+    while _queue_size(project) or worker.output.count("] received") > worker.output.count("] succeeded in"):
+        assert time.monotonic() < deadline, f"the worker did not drain the queue:\n{worker.output}"
+        time.sleep(0.1)
+
+
 def _kill_what_is_left(worker: WorkerProcess) -> None:
     """Pool processes orphaned by a killed main process are still in its process group."""
     try:
@@ -131,7 +142,8 @@ def test_sigkilled_worker_mid_task_every_task_completes(broker_project: Project,
         (project.path / "go").touch()
         second = project.worker("tasks", "-c", "2")
         assert [r.get(timeout=60) for r in results] == [i * 2 for i in range(8)]
-        assert second.stop() == 0
+        _drain(second, project)
+        assert second.stop() == 0, second.output
     finally:
         _kill_what_is_left(first)
     runs = [int(x) for x in (project.path / "runs.txt").read_text().split()]
@@ -186,5 +198,5 @@ def test_pool_process_death_or_hang_spares_the_worker_and_the_queue(
     if how in ("exit", "segfault"):
         # Delivered twice (the process died each time), then reported: no crash loop.
         assert worker.output.count(f"Task tasks.crash[{doomed.id}] received") == 2
-    assert worker.stop() == 0
+    assert worker.stop() == 0, worker.output
     assert _queue_size(project) == 0
