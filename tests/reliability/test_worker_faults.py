@@ -188,7 +188,7 @@ def test_pool_process_death_or_hang_spares_the_worker_and_the_queue(
         expected = "TimeLimitExceeded" if how == "hang" else "WorkerLostError"
         assert type(exc).__name__ == expected, exc
     try:
-        assert [r.get(timeout=60) for r in queued] == [i * 2 for i in range(30)]
+        assert [r.get(timeout=30) for r in queued] == [i * 2 for i in range(30)]
     except TimeoutError:
         missing = [r.id for r in queued if not r.ready()]
         raise AssertionError(f"tasks {missing} never completed:\n{worker.output}") from None
