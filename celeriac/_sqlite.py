@@ -42,6 +42,94 @@ def path_from_url(url: str) -> str:
     return os.path.abspath(path or DEFAULT_FILENAME)
 
 
+class _ForkGuard:
+    """Keeps ``os.fork()`` out of the moments when a thread of this process is inside SQLite.
+
+    SQLite's unix layer takes process-wide mutexes while it opens, locks and unlocks
+    files; a fork at such a moment (the prefork pool replacing a process, from its
+    collector thread) copies the mutex locked, and the new process hangs in its first
+    SQLite call. Every SQLite call here runs as a "reader" of this guard; a fork waits
+    until there are none, and no new one starts until the fork is done.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._forking = False
+        self._depth = threading.local()
+
+    def __enter__(self) -> None:
+        depth = getattr(self._depth, "n", 0)
+        self._depth.n = depth + 1
+        with self._cond:
+            # A thread already inside (nested calls) goes on, or it would wait for itself.
+            while self._forking and depth == 0:
+                self._cond.wait()
+            self._readers += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth.n -= 1
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        if getattr(self._depth, "n", 0):
+            return  # forking from inside SQLite work: waiting would never end
+        self._cond.acquire()
+        self._forking = True
+        while self._readers:
+            self._cond.wait()
+        # The lock stays held through the fork: no thread can enter SQLite meanwhile.
+
+    def after_fork_in_parent(self) -> None:
+        if getattr(self._depth, "n", 0):
+            return
+        self._forking = False
+        self._cond.notify_all()
+        self._cond.release()
+
+    def after_fork_in_child(self) -> None:
+        # Only the forking thread exists in the child: start from a clean state.
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._forking = False
+        self._depth = threading.local()
+
+
+_guard = _ForkGuard()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_guard.before_fork,
+        after_in_parent=_guard.after_fork_in_parent,
+        after_in_child=_guard.after_fork_in_child,
+    )
+
+
+class _Rows:
+    """A statement's outcome, read in full while the fork guard is held (a cursor would go
+    back into SQLite on each fetch)."""
+
+    __slots__ = ("_rows", "description", "lastrowid", "rowcount")
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._rows = cursor.fetchall()
+        self.rowcount = cursor.rowcount
+        self.lastrowid = cursor.lastrowid
+        self.description = cursor.description
+
+    def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        rows, self._rows = self._rows, []
+        return rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
 class SQLiteDatabase:
     """A SQLite file with per-thread connections and a schema created on first use."""
 
@@ -63,10 +151,11 @@ class SQLiteDatabase:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and self._local.pid == pid:
             return conn
-        conn = self._connect()
-        self._local.conn, self._local.pid = conn, pid
-        with self._lock:
-            self._all.append((pid, conn))
+        with _guard:
+            conn = self._connect()
+            self._local.conn, self._local.pid = conn, pid
+            with self._lock:
+                self._all.append((pid, conn))
         return conn
 
     def _connect(self) -> sqlite3.Connection:
@@ -88,25 +177,28 @@ class SQLiteDatabase:
             raise OperationalError(f"can't open SQLite database {self.path}: {exc}", url=self.path) from exc
         return conn
 
-    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+    def execute(self, sql: str, params: Any = ()) -> _Rows:
         try:
-            return self.connection().execute(sql, params)
+            with _guard:
+                return _Rows(self.connection().execute(sql, params))
         except sqlite3.Error as exc:
             raise OperationalError(f"SQLite error on {self.path}: {exc}", url=self.path) from exc
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: takes the write lock up front, so two writers never deadlock."""
-        conn = self.connection()
         try:
-            with _immediate(conn):
-                yield conn
+            with _guard:
+                conn = self.connection()
+                with _immediate(conn):
+                    yield conn
         except sqlite3.Error as exc:
             raise OperationalError(f"SQLite error on {self.path}: {exc}", url=self.path) from exc
 
     def data_version(self) -> int:
         """Changes when another connection commits; cheap enough to poll every few milliseconds."""
-        return int(self.connection().execute("PRAGMA data_version").fetchone()[0])
+        with _guard:
+            return int(self.connection().execute("PRAGMA data_version").fetchone()[0])
 
     def wait_for_change(self, timeout: float, should_stop: Callable[[], bool] | None = None) -> None:
         """Sleep until another connection commits, ``timeout`` passes or ``should_stop()`` says so."""
@@ -132,7 +224,8 @@ class SQLiteDatabase:
             self._all = [(owner, conn) for owner, conn in self._all if owner != pid]
         for conn in mine:
             try:
-                conn.close()
+                with _guard:
+                    conn.close()
             except sqlite3.Error:
                 pass
         self._local = threading.local()
