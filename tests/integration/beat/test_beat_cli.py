@@ -51,7 +51,8 @@ def test_detached_beat_writes_its_pidfile_and_log_and_stops_on_sigterm(project: 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     pidfile, logfile = project.path / "beat.pid", project.path / "beat.log"
-    wait_until(pidfile.exists, 20, lambda: "the pidfile")
+    # Created first, then written: wait for the pid in it.
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "", 20, lambda: "the pidfile")
     pid = int(pidfile.read_text())
     try:
         wait_until(
