@@ -422,8 +422,35 @@ class Signature(dict[str, Any], Generic[R]):
 # -- chain --------------------------------------------------------------------------------------
 
 
+class _Workflow(Signature[Any]):
+    """A signature made of other signatures (a chain's steps, a group's members, a chord's
+    header), kept in ``kwargs[_TASKS_KEY]`` as Celery does; its app is theirs unless given."""
+
+    _TASKS_KEY: ClassVar[str] = "tasks"
+
+    @property
+    def tasks(self) -> list[Signature[Any]]:
+        return self.kwargs.setdefault(self._TASKS_KEY, [])  # type: ignore[no-any-return]
+
+    @tasks.setter
+    def tasks(self, value: Sequence[Signature[Any]]) -> None:
+        self.kwargs[self._TASKS_KEY] = list(value)
+
+    def _app_sources(self) -> list[Any]:
+        return self.tasks[:1]
+
+    @property
+    def app(self) -> Celery:
+        app: Celery | None = getattr(self, "_app", None)
+        for source in self._app_sources():
+            if app is not None:
+                break
+            app = getattr(source, "_app", None)
+        return app or get_current_app()
+
+
 @Signature.register_type("chain")
-class _chain(Signature[Any]):
+class _chain(_Workflow):
     """The class behind :func:`chain`; see there."""
 
     @classmethod
@@ -436,21 +463,6 @@ class _chain(Signature[Any]):
             tasks = tuple(tasks[0])
         steps = [maybe_signature(t, app=app) for t in tasks]
         super().__init__("celery.chain", (), {"tasks": steps}, options, subtask_type="chain", app=app)
-
-    @property
-    def tasks(self) -> list[Signature[Any]]:
-        return self.kwargs.setdefault("tasks", [])  # type: ignore[no-any-return]
-
-    @tasks.setter
-    def tasks(self, value: Sequence[Signature[Any]]) -> None:
-        self.kwargs["tasks"] = list(value)
-
-    @property
-    def app(self) -> Celery:
-        app: Celery | None = getattr(self, "_app", None)
-        if app is None and self.tasks:
-            app = getattr(self.tasks[0], "_app", None)
-        return app or get_current_app()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.tasks:
@@ -676,7 +688,7 @@ class chain(_chain):
 
 
 @Signature.register_type("group")
-class group(Signature[Any]):
+class group(_Workflow):
     """Tasks in parallel: ``group(add.s(i, i) for i in range(10))()`` returns a :class:`GroupResult`."""
 
     @classmethod
@@ -699,21 +711,6 @@ class group(Signature[Any]):
             items = list(tasks)
         members = [maybe_signature(t, app=app) for t in items]
         super().__init__("celery.group", (), {"tasks": members}, options, subtask_type="group", app=app)
-
-    @property
-    def tasks(self) -> list[Signature[Any]]:
-        return self.kwargs.setdefault("tasks", [])  # type: ignore[no-any-return]
-
-    @tasks.setter
-    def tasks(self, value: Sequence[Signature[Any]]) -> None:
-        self.kwargs["tasks"] = list(value)
-
-    @property
-    def app(self) -> Celery:
-        app: Celery | None = getattr(self, "_app", None)
-        if app is None and self.tasks:
-            app = getattr(self.tasks[0], "_app", None)
-        return app or get_current_app()
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -882,7 +879,7 @@ class group(Signature[Any]):
 
 
 @Signature.register_type("chord")
-class chord(Signature[Any]):
+class chord(_Workflow):
     """A group then a callback: ``chord(add.s(i, i) for i in range(10))(tsum.s())``.
 
     The body is applied with the list of the header's results, in header order,
@@ -890,6 +887,8 @@ class chord(Signature[Any]):
     callbacks are called (once) with a :class:`~celeriac.exceptions.ChordError`
     and the body's result records it.
     """
+
+    _TASKS_KEY: ClassVar[str] = "header"
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], app: Celery | None = None) -> Signature[Any]:
@@ -920,14 +919,6 @@ class chord(Signature[Any]):
         )
 
     @property
-    def tasks(self) -> list[Signature[Any]]:
-        return self.kwargs["header"]  # type: ignore[no-any-return]
-
-    @tasks.setter
-    def tasks(self, value: Sequence[Signature[Any]]) -> None:
-        self.kwargs["header"] = list(value)
-
-    @property
     def body(self) -> Any:
         return self.kwargs.get("body")
 
@@ -935,14 +926,8 @@ class chord(Signature[Any]):
     def body(self, value: Any) -> None:
         self.kwargs["body"] = value
 
-    @property
-    def app(self) -> Celery:
-        app: Celery | None = getattr(self, "_app", None)
-        if app is None and self.tasks:
-            app = getattr(self.tasks[0], "_app", None)
-        if app is None and self.body is not None:
-            app = getattr(self.body, "_app", None)
-        return app or get_current_app()
+    def _app_sources(self) -> list[Any]:
+        return [*self.tasks[:1], self.body]
 
     def __call__(self, body: Any = None, **options: Any) -> Any:
         return self.apply_async((), {"body": body} if body else {}, **options)
