@@ -16,7 +16,7 @@ import pytest
 
 from celeriac import Celery
 from celeriac.exceptions import OperationalError
-from tests.conftest import Project
+from tests.conftest import Project, free_port
 
 SECRET = "s3cret"
 
@@ -38,14 +38,8 @@ def add(x, y):
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _unused_port() -> int:
-    port = _free_port()  # nothing listens there once the probe socket is closed
+    port = free_port()  # nothing listens there once the probe socket is closed
     return port
 
 
@@ -66,7 +60,7 @@ def _env(project: Project, broker: str, backend: str | None = None) -> dict[str,
 
 @pytest.fixture
 def password_redis(tmp_path: Path) -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(tmp_path), "--requirepass", "s3cret-pass"],

@@ -18,7 +18,7 @@ import pytest
 
 from celeriac import Celery
 from celeriac.exceptions import CeleriacError, OperationalError
-from tests.conftest import Project
+from tests.conftest import Project, free_port
 from tests.reliability.certs import Issued, issue
 
 TASKS = """
@@ -41,12 +41,6 @@ app.conf.redis_backend_use_ssl = TLS
 def add(x, y):
     return x + y
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -79,7 +73,7 @@ def tls_redis(tmp_path: Path) -> Iterator[TLSRedis]:
     client = issue(certs, "client", ca=ca, client=True)
     stranger_ca = issue(certs, "stranger CA", is_ca=True)
     stranger = issue(certs, "stranger", ca=stranger_ca, client=True)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         ["redis-server", "--port", "0", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(tmp_path), "--tls-port", str(port), "--tls-cert-file", str(server.cert),

@@ -21,7 +21,7 @@ import pytest
 
 from celeriac import Celery
 from celeriac.exceptions import OperationalError
-from tests.conftest import Project
+from tests.conftest import Project, free_port
 from tests.reliability.certs import Issued, issue
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -37,12 +37,6 @@ app.conf.broker_use_ssl = {tls!r}
 def add(x, y):
     return x + y
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -79,7 +73,7 @@ def tls_rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSRabbit]:
     client = issue(certs, "client", ca=ca, client=True)
     stranger_ca = issue(certs, "stranger CA", is_ca=True)
     stranger = issue(certs, "stranger", ca=stranger_ca, client=True)
-    port, dist_port = _free_port(), _free_port()
+    port, dist_port = free_port(), free_port()
     (base / "rabbitmq.conf").write_text(
         f"listeners.tcp = none\n"
         f"listeners.ssl.default = 127.0.0.1:{port}\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project
+from tests.conftest import Project, free_port
 
 TASKS = """
 from celeriac import Celery
@@ -22,12 +22,6 @@ app = Celery("tasks")
 def add(x, y):
     return x + y
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_for(check: object, timeout: float = 20.0) -> None:
@@ -54,7 +48,7 @@ def _server(args: list[str], tmp: Path) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     proc = _server(["--port", str(port), "--bind", "127.0.0.1"], tmp_path)
     _wait_for(lambda: _port_open(port))
     yield port
@@ -94,7 +88,7 @@ def test_tls(project: Project, tmp_path: Path) -> None:
          "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
         check=True, capture_output=True,
     )  # fmt: skip
-    port = _free_port()
+    port = free_port()
     proc = _server(
         ["--port", "0", "--bind", "127.0.0.1", "--tls-port", str(port), "--tls-cert-file", str(cert),
          "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"],
@@ -109,7 +103,7 @@ def test_tls(project: Project, tmp_path: Path) -> None:
 
 
 def test_sentinel(project: Project, tmp_path: Path, private_redis: int) -> None:
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "sentinel.conf"
     conf.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {private_redis} 1\n")
     proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
@@ -120,7 +114,7 @@ def test_sentinel(project: Project, tmp_path: Path, private_redis: int) -> None:
             "\napp.conf.broker_transport_options = {'master_name': 'mymaster'}"
             "\napp.conf.result_backend_transport_options = {'master_name': 'mymaster'}\n"
         )
-        _run_task(project, f"sentinel://127.0.0.1:{port};sentinel://127.0.0.1:{_free_port()}", options)
+        _run_task(project, f"sentinel://127.0.0.1:{port};sentinel://127.0.0.1:{free_port()}", options)
     finally:
         proc.terminate()
         proc.wait(10)
