@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from tests.conftest import Project
 from tests.integration.amqp.conftest import _vhost_cleanup, amqp_url, vhost  # noqa: F401 - fixtures
-from tests.integration.redis.conftest import REDIS_HOST, REDIS_PORT, redis_available
+from tests.integration.redis.conftest import REDIS_HOST, REDIS_PORT, flushed_redis_url, rclient  # noqa: F401 - rclient: fixture
 from tests.reliability.proxy import TCPProxy
 
 RELIABILITY_DB = 9
@@ -22,20 +21,7 @@ RELIABILITY_DB = 9
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    if not redis_available():
-        pytest.fail(f"Redis is not running on {REDIS_HOST}:{REDIS_PORT} (scripts/services starts it)")
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=RELIABILITY_DB)
-    client.flushdb()
-    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{RELIABILITY_DB}"
-    client.flushdb()
-    client.close()
-
-
-@pytest.fixture
-def rclient(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
+    yield from flushed_redis_url(RELIABILITY_DB)
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -22,15 +22,20 @@ def redis_available() -> bool:
         return False
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
+def flushed_redis_url(db: int) -> Iterator[str]:
+    """The URL of Redis database ``db``, flushed before and after the test (fixture body)."""
     if not redis_available():
         pytest.fail(f"Redis is not running on {REDIS_HOST}:{REDIS_PORT} (scripts/services starts it)")
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=TEST_DB)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
     client.flushdb()
-    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{TEST_DB}"
+    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    yield from flushed_redis_url(TEST_DB)
 
 
 @pytest.fixture
