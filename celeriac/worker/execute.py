@@ -336,11 +336,7 @@ def _on_failure(
         sender=task, task_id=_tid(ctx), exception=exc, args=args, kwargs=kwargs, traceback=einfo.tb, einfo=einfo
     )
     if backend is not None:
-        from ..backends._chords import mark_chain_failed
-
-        mark_chain_failed(backend, ctx.chain, exc)
-        if ctx.chord:
-            _chord_part(backend, ctx, states.FAILURE, exc)
+        _fail_workflow(backend, ctx, exc)
     _apply_errbacks(app, ctx, exc, einfo)
     acks_late = task.opt("acks_late")
     action = ACK if (not acks_late or task.opt("acks_on_failure_or_timeout")) else DEAD_LETTER
@@ -382,9 +378,14 @@ def _apply_callbacks(app: Celery, ctx: Context, retval: Any) -> None:
 def record_failure(backend: Any, ctx: Context, exc: BaseException, traceback: str | None) -> None:
     """Store a failure decided outside the task (time limit, lost process) with its workflow effects:
     the rest of its chain fails too and its chord hears of it."""
+    backend.store_result(_tid(ctx), exc, states.FAILURE, traceback, request=ctx)
+    _fail_workflow(backend, ctx, exc)
+
+
+def _fail_workflow(backend: Any, ctx: Context, exc: BaseException) -> None:
+    """A failed task's effects on its workflow: the rest of its chain fails, its chord counts it."""
     from ..backends._chords import mark_chain_failed
 
-    backend.store_result(_tid(ctx), exc, states.FAILURE, traceback, request=ctx)
     mark_chain_failed(backend, ctx.chain, exc)
     if ctx.chord:
         _chord_part(backend, ctx, states.FAILURE, exc)
