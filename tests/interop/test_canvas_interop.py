@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import Any
+
 import pytest
 
 from tests.conftest import Project
@@ -11,50 +14,20 @@ from tests.interop.conftest import celery_worker
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def test_celery_canvas_on_celeriac_workers(mixed: Project) -> None:
-    worker = mixed.worker("tasks", "-P", "threads", "-c", "4")
-    import ctasks  # type: ignore[import-not-found]
-    from celery import chain, chord, group
-
-    res = chain(ctasks.add.s(1, 1), ctasks.mul.s(5), ctasks.add.s(3)).apply_async()
-    assert res.get(timeout=30) == 13
-    assert res.parent.get(timeout=30) == 10
-
-    assert group(ctasks.add.s(i, i) for i in range(10)).apply_async().get(timeout=30) == [2 * i for i in range(10)]
-
-    # Celery's client sets the chord size and sends the body with the header; the
-    # celeriac workers count the parts in Celery's Redis keys and send the body once.
-    res = chord((ctasks.add.s(i, i) for i in range(50)), ctasks.xsum.s()).apply_async()
-    assert res.get(timeout=60) == sum(2 * i for i in range(50))
-
-    # A chord inside a chain: the chord's body continues the chain.
-    res = chain(ctasks.add.s(1, 1), chord([ctasks.add.s(i) for i in range(3)], ctasks.xsum.s()), ctasks.mul.s(2))()
-    assert res.get(timeout=60) == 18
-
-    failing = chord([ctasks.add.s(1, 1), ctasks.fail.s()], ctasks.xsum.s()).apply_async()
-    # (get() may raise the failed header part's own error first, as Celery's does when it sees it.)
-    failing.get(timeout=30, propagate=False)
-    assert failing.state == "FAILURE"
-    assert type(failing.result).__name__ == "ChordError"
-    assert "Dependency" in str(failing.result)
-    assert worker.stop() == 0
-
-
-def test_celeriac_canvas_on_celery_workers(mixed: Project) -> None:
-    worker = celery_worker(mixed, "ctasks", "-P", "threads", "-c", "4")
-    import tasks  # type: ignore[import-not-found]
-
-    from celeriac import chain, chord, group
-
+def run_canvases(tasks: ModuleType, chain: Any, chord: Any, group: Any) -> None:
+    """Every shape, sent by the client whose tasks and canvas classes are given."""
     res = chain(tasks.add.s(1, 1), tasks.mul.s(5), tasks.add.s(3)).apply_async()
     assert res.get(timeout=30) == 13
     assert res.parent.get(timeout=30) == 10
 
     assert group(tasks.add.s(i, i) for i in range(10)).apply_async().get(timeout=30) == [2 * i for i in range(10)]
 
+    # The client sets the chord size and sends the body with the header; the other side's
+    # workers count the parts in Celery's Redis keys and send the body once.
     res = chord((tasks.add.s(i, i) for i in range(50)), tasks.xsum.s()).apply_async()
     assert res.get(timeout=60) == sum(2 * i for i in range(50))
 
+    # A chord inside a chain: the chord's body continues the chain.
     res = chain(tasks.add.s(1, 1), chord([tasks.add.s(i) for i in range(3)], tasks.xsum.s()), tasks.mul.s(2))()
     assert res.get(timeout=60) == 18
 
@@ -64,4 +37,22 @@ def test_celeriac_canvas_on_celery_workers(mixed: Project) -> None:
     assert failing.state == "FAILURE"
     assert type(failing.result).__name__ == "ChordError"
     assert "Dependency" in str(failing.result)
+
+
+def test_celery_canvas_on_celeriac_workers(mixed: Project) -> None:
+    worker = mixed.worker("tasks", "-P", "threads", "-c", "4")
+    import ctasks  # type: ignore[import-not-found]
+    from celery import chain, chord, group
+
+    run_canvases(ctasks, chain, chord, group)
+    assert worker.stop() == 0
+
+
+def test_celeriac_canvas_on_celery_workers(mixed: Project) -> None:
+    worker = celery_worker(mixed, "ctasks", "-P", "threads", "-c", "4")
+    import tasks  # type: ignore[import-not-found]
+
+    from celeriac import chain, chord, group
+
+    run_canvases(tasks, chain, chord, group)
     assert worker.stop() == 0
