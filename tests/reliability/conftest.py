@@ -7,6 +7,7 @@ the integration tests that may run at the same time; RabbitMQ tests get a vhost 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +17,7 @@ from tests.integration.amqp.conftest import _vhost_cleanup, amqp_url, vhost  # n
 from tests.integration.redis.conftest import REDIS_HOST, REDIS_PORT, flushed_redis_url, rclient  # noqa: F401 - rclient: fixture
 from tests.reliability.proxy import TCPProxy
 
-RELIABILITY_DB = 9
+RELIABILITY_DB = int(os.environ.get("CELERIAC_TEST_RELIABILITY_REDIS_DB", "9"))
 
 
 @pytest.fixture
