@@ -20,6 +20,9 @@ Where celeriac differs from kombu, and why:
 
 * taking a message and recording it as unacked is one step (a Lua script), so a worker
   killed in between can't lose it;
+* an idle worker waits with ``BLMOVE key key RIGHT RIGHT`` (which takes nothing), not
+  ``BRPOP``, then claims: a reply lost in a network cut loses no message (``_redis_peek``).
+  A claim whose reply is lost is put back by the worker as soon as it reconnects;
 * a live celeriac worker refreshes the ``unacked_index`` scores of what it holds, so neither
   Celery's nor celeriac's visibility-timeout restore hands a long task to a second worker;
   a dead celeriac worker's messages are restored as soon as its heartbeat (in
@@ -63,6 +66,7 @@ import redis.exceptions
 
 from .._redis import client_from_url, connection_errors, execute_raw, redis_error
 from ..exceptions import BrokerUnavailable, ImproperlyConfigured, OperationalError
+from ._redis_peek import ListWaiter
 from .base import Broker, Delivery, Envelope, QueueSpec, Subscription
 
 __all__ = ["RedisBroker"]
@@ -86,7 +90,7 @@ MALFORMED = "application/x-celeriac-malformed"  # the content type of an item th
 DEFAULT_STEPS = (0, 3, 6, 9)
 ACK_DELAY = 0.002  # seconds an ack may wait to share a round trip with others
 ACK_BATCH = 256
-MAX_BLOCK = 1.0  # longest single BRPOP; the consumer's connection waits this much beyond socket_timeout
+MAX_BLOCK = 1.0  # longest single wait in Redis for a message (see _redis_peek)
 
 _SCRIPTS = Path(__file__).with_name("redis_scripts")
 _PROPERTY_ORDER = ("correlation_id", "reply_to", "delivery_mode")
@@ -142,11 +146,12 @@ class RedisBroker(Broker):
         self._ack_wakeup = threading.Event()
         self._ack_thread: threading.Thread | None = None
         self._closed = False
-        self._consumer_conn: Any = None
-        self._consumer_conn_pid = 0
         self._consumer_thread = 0
-        self._pending_record: tuple[str, threading.Event, list[str], list[Any]] | None = None
-        self._recording: dict[str, threading.Event] = {}
+        self._waiter: ListWaiter | None = None
+        # Tags handed to this process and not yet settled, and whether a claim's reply was lost
+        # (its messages are then recorded as ours in Redis but unknown here: see _recover).
+        self._held: set[str] = set()
+        self._claim_unsure = False
 
     # -- connection ----------------------------------------------------------
     @property
@@ -155,7 +160,7 @@ class RedisBroker(Broker):
             self._client = client_from_url(
                 self.url, self._redis_options, timeout=self.connect_timeout, use_ssl=self.use_ssl
             )
-            for name in ("claim", "record", "defer", "due", "rate_limit"):
+            for name in ("claim", "defer", "due", "rate_limit"):
                 self._scripts[name] = self._client.register_script(_script(name))
         return self._client
 
@@ -169,16 +174,13 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         self._closed = True
-        conn = self._consumer_conn
         try:
-            if conn is not None and self._consumer_conn_pid == os.getpid():
-                self._drain_pending(conn)
             self.flush_acks()
         except (OperationalError, redis.exceptions.ConnectionError, OSError):
             pass  # not acked: those messages are restored and run again, never lost
-        if conn is not None and self._consumer_conn_pid == os.getpid():
-            conn.disconnect()
-        self._consumer_conn = None
+        if self._waiter is not None:
+            self._waiter.close()
+            self._waiter = None
         self._ack_wakeup.set()
         self._client = None  # the pool is shared per process; connections return to it
 
@@ -291,31 +293,42 @@ class RedisBroker(Broker):
         if not queues or max_messages <= 0:
             return []
         self._consumer_thread = threading.get_ident()
-        if self._pending_record is not None and self._consumer_conn is not None:
-            try:
-                self._drain_pending(self._consumer_conn)
-            except connection_errors as exc:
-                self._consumer_conn.disconnect()
-                self._abandon_pending()
-                raise redis_error(exc, self.url, "recording a message") from exc
+        if self._claim_unsure:
+            self._recover()
         self._maintain()
         keys = self._ordered_keys(queues)
         deliveries = self._claim(keys, max_messages)
         if deliveries or timeout <= 0:
             return deliveries
+        waiter = self._list_waiter()
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            # Block at most until the next parked message is due, so it is moved on time.
+            # Wait at most until the next parked message is due, so it is moved on time.
             wait = min(remaining, max(0.01, self._next_due_check - time.time()) if self._next_due_check else remaining)
-            wait = min(wait, MAX_BLOCK)
-            got = self._blocking_pop(keys, wait)
-            if got:
-                more = self._claim(keys, max_messages - len(got)) if max_messages > 1 else []
-                return got + more
+            try:
+                seen = waiter.wait(keys, wait)
+            except connection_errors as exc:
+                raise redis_error(exc, self.url, "waiting for messages") from exc
+            if seen:
+                deliveries = self._claim(keys, max_messages)
+                if deliveries:
+                    return deliveries
             self._maintain()
+
+    def _list_waiter(self) -> ListWaiter:
+        if self._waiter is None:
+
+            def make_connection() -> Any:
+                # Connections of its own, outside the pool: each carries a wait whose reply comes later.
+                conn: Any = self.client.connection_pool.make_connection()
+                conn.socket_timeout = self.socket_timeout
+                return conn
+
+            self._waiter = ListWaiter(make_connection, block=MAX_BLOCK, socket_timeout=self.socket_timeout)
+        return self._waiter
 
     def _claim(self, keys: list[str], max_messages: int) -> list[Delivery]:
         """Take what is there (one atomic script), sending pending acks in the same write."""
@@ -327,7 +340,6 @@ class RedisBroker(Broker):
         with self._acks_lock:
             tags, self._acks = self._acks, []
         if tags:
-            self._await_recorded(tags)
             commands += self._ack_commands(tags)
         commands.append(("EVALSHA", script.sha, len(claim_keys), *claim_keys, *claim_args))
         try:
@@ -338,12 +350,37 @@ class RedisBroker(Broker):
             if tags:
                 with self._acks_lock:
                     self._acks[:0] = tags  # sent again with the next call
+            if isinstance(exc, connection_errors):
+                self._claim_unsure = True  # the script may have run: its messages would be ours, unseen
             raise redis_error(exc, self.url, "taking messages") from exc
         out = []
         for i in range(0, len(raw or ()), 3):
             key, tag, item = raw[i], raw[i + 1], raw[i + 2]
             out.append(self._delivery(_text(key), _text(tag), item))
+        with self._acks_lock:
+            self._held.update(d.tag for d in out if d.tag)
         return out
+
+    def _recover(self) -> None:
+        """Put back what a claim whose reply was lost recorded as ours (found by owner in Redis).
+
+        Rare (only after a connection failed during a claim), so a scan of the owner hash,
+        whose size is the number of messages in flight across the fleet, is cheap enough.
+        Without this, those messages would wait for ``visibility_timeout``.
+        """
+        owned = [
+            _text(tag)
+            for tag, owner in self._call("finding lost messages", self.client.hscan_iter, self.key(OWNERS))
+            if _text(owner) == self.consumer_id
+        ]
+        with self._acks_lock:
+            # An acked tag is in _acks until the ack is written; once written its record is gone
+            # and restoring it does nothing. ack() adds to _acks before it leaves _held.
+            lost = [tag for tag in owned if tag not in self._held and tag not in self._acks]
+        for tag in lost:
+            if self._restore(tag, leftmost=False):
+                logger.warning("message %s: taken when the connection failed; put back on its queue", tag)
+        self._claim_unsure = False
 
     def _ack_commands(self, tags: Sequence[str]) -> list[tuple[Any, ...]]:
         return [
@@ -351,90 +388,6 @@ class RedisBroker(Broker):
             ("HDEL", self.key(UNACKED), *tags),
             ("HDEL", self.key(OWNERS), *tags),
         ]
-
-    def _blocking_pop(self, keys: list[str], timeout: float) -> list[Delivery]:
-        """BRPOP on the consumer's own connection, then record the message as held.
-
-        The record is sent right behind the BRPOP's reply and its own reply is read on the
-        next call: Redis runs a connection's commands in order, and bytes already written
-        reach it even if this process is killed a moment later, so the message is protected
-        without a round trip on the path to running the task. Anything that settles the
-        message (ack, reject, defer) first waits for that reply (:meth:`_await_recorded`).
-        """
-        conn = self._consumer_connection()
-        try:
-            self._drain_pending(conn)
-            conn.send_command("BRPOP", *keys, f"{max(timeout, 0.01):.3f}")
-            popped = conn.read_response()
-        except connection_errors as exc:
-            conn.disconnect()
-            self._abandon_pending()
-            raise redis_error(exc, self.url, "waiting for messages") from exc
-        if not popped:
-            return []
-        key, item = _text(popped[0]), popped[1]
-        tag = _delivery_tag(item)
-        record_keys = [self.key(UNACKED_INDEX), self.key(UNACKED), self.key(OWNERS), self.key(DEADLETTER)]
-        record_args = [item, time.time(), self.consumer_id, key]
-        if not tag:
-            # Not an envelope: the script dead-letters it; done synchronously, it's rare.
-            tag = _text(self._call("recording a message", self._scripts["record"], keys=record_keys, args=record_args))
-            return [self._delivery(key, tag, item)]
-        event = threading.Event()
-        self._recording[tag] = event
-        self._pending_record = (tag, event, record_keys, record_args)
-        try:
-            conn.send_command("EVALSHA", self._scripts["record"].sha, len(record_keys), *record_keys, *record_args)
-        except connection_errors as exc:
-            conn.disconnect()
-            self._abandon_pending()
-            raise redis_error(exc, self.url, "recording a message") from exc
-        return [self._delivery(key, tag, item)]
-
-    def _consumer_connection(self) -> Any:
-        conn = self._consumer_conn
-        if conn is None or self._consumer_conn_pid != os.getpid():
-            # A connection of its own, outside the pool: it carries a reply we read later.
-            new: Any = self.client.connection_pool.make_connection()
-            new.socket_timeout = self.socket_timeout + MAX_BLOCK  # BRPOP's own wait, then the usual limit
-            conn = new
-            self._consumer_conn, self._consumer_conn_pid = conn, os.getpid()
-            self._consumer_thread = threading.get_ident()
-        return conn
-
-    def _drain_pending(self, conn: Any) -> None:
-        pending = self._pending_record
-        if pending is None:
-            return
-        tag, event, record_keys, record_args = pending
-        try:
-            conn.read_response()
-        except redis.exceptions.NoScriptError:
-            # Redis restarted and lost its scripts: record synchronously (this loads the script).
-            self._call("recording a message", self._scripts["record"], keys=record_keys, args=record_args)
-        except redis.exceptions.ResponseError as exc:
-            logger.error("could not record message %s as held: %s", tag, exc)
-        finally:
-            self._pending_record = None
-            self._recording.pop(tag, None)
-            event.set()
-
-    def _abandon_pending(self) -> None:
-        pending, self._pending_record = self._pending_record, None
-        if pending is not None:
-            self._recording.pop(pending[0], None)
-            pending[1].set()
-
-    def _await_recorded(self, tags: Sequence[str]) -> None:
-        """Don't settle a message before its record is known to be in Redis (see _blocking_pop)."""
-        for tag in tags:
-            event = self._recording.get(tag)
-            if event is None:
-                continue
-            if threading.get_ident() == self._consumer_thread and self._consumer_conn is not None:
-                self._drain_pending(self._consumer_conn)
-            elif not event.wait(5.0):
-                logger.warning("message %s: still waiting for its record after 5s; settling it anyway", tag)
 
     def _delivery(self, key: str, tag: str, item: bytes | str, *, strict: bool = False) -> Delivery:
         queue = self._queue_of_key(key)
@@ -495,6 +448,7 @@ class RedisBroker(Broker):
             return
         with self._acks_lock:
             self._acks.append(delivery.tag)
+            self._held.discard(delivery.tag)
             first = len(self._acks) == 1
             full = len(self._acks) >= ACK_BATCH
         if full:
@@ -522,7 +476,6 @@ class RedisBroker(Broker):
             tags, self._acks = self._acks, []
         if not tags:
             return
-        self._await_recorded(tags)
         try:
             self._call("acknowledging", execute_raw, self.client, *self._ack_commands(tags))
         except OperationalError:
@@ -533,7 +486,12 @@ class RedisBroker(Broker):
     def reject(self, delivery: Delivery, *, requeue: bool, reason: str = "") -> None:
         if not delivery.tag:
             return
-        self._await_recorded([delivery.tag])
+        try:
+            self._settle_rejected(delivery, requeue=requeue, reason=reason)
+        finally:
+            self._held.discard(delivery.tag)  # after the write: see _recover
+
+    def _settle_rejected(self, delivery: Delivery, *, requeue: bool, reason: str) -> None:
         if requeue:
             self._restore(delivery.tag, leftmost=False)
             return
@@ -587,7 +545,6 @@ class RedisBroker(Broker):
         usable = [(d, when) for d, when in items if d.tag and d.raw is not None]
         if not usable:
             return [False] * len(items)
-        self._await_recorded([d.tag for d, _ in usable])
         self.client  # noqa: B018 - loads the scripts
         script = self._scripts["defer"]
         keys = [self.key(UNACKED_INDEX), self.key(UNACKED), self.key(OWNERS), self.key(DELAYED),
@@ -614,6 +571,7 @@ class RedisBroker(Broker):
         if not self._next_due_check or earliest < self._next_due_check:
             self._next_due_check = earliest
         parked = {d.tag: bool(reply) for (d, _), reply in zip(usable, replies, strict=True)}
+        self._held.difference_update(tag for tag, ok in parked.items() if ok)
         return [parked.get(d.tag, False) for d, _ in items]
 
     def extend_leases(self, deliveries: Sequence[Delivery]) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 
 import pytest
 import redis
 
 from celeriac import Celery
+from celeriac.brokers import redis as redis_broker_module
 from celeriac.brokers.base import Envelope
 from celeriac.brokers.redis import RedisBroker
 from celeriac.exceptions import OperationalError
@@ -115,6 +117,64 @@ def test_ack_reject_and_dead_letter(redis_url: str, rclient: redis.Redis) -> Non
     assert not rclient.hexists("unacked", first.tag)
     (dead,) = broker.dead_letters()
     assert dead["reason"] == "poison" and json.loads(dead["raw"])["properties"]["delivery_tag"] == first.tag
+
+
+def test_a_claim_whose_reply_is_lost_puts_its_messages_back(
+    redis_url: str, rclient: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = RedisBroker(redis_url)
+    for _ in range(3):
+        broker.publish(_envelope(), exchange="", routing_key="q")
+    (held,) = broker.get(["q"], max_messages=1, timeout=1)
+    real = redis_broker_module.execute_raw
+
+    def run_then_lose_the_reply(client: redis.Redis, *commands: tuple[object, ...]) -> list[object]:
+        real(client, *commands)  # Redis ran the claim...
+        raise redis.exceptions.ConnectionError("connection reset")  # ...and its reply never came
+
+    monkeypatch.setattr(redis_broker_module, "execute_raw", run_then_lose_the_reply)
+    with pytest.raises(OperationalError):
+        broker.get(["q"], max_messages=5, timeout=0)
+    monkeypatch.setattr(redis_broker_module, "execute_raw", real)
+    assert rclient.llen("q") == 0 and rclient.hlen("unacked") == 3  # recorded as this worker's, unseen by it
+    again = broker.get(["q"], max_messages=5, timeout=1)
+    # Back at once, not after visibility_timeout, and the message still held is not handed out twice.
+    assert len(again) == 2 and held.tag not in {d.tag for d in again}
+    assert all(d.redelivered for d in again)
+    for d in [held, *again]:
+        broker.ack(d)
+    broker.flush_acks()
+    assert rclient.hlen("unacked") == 0 and rclient.llen("q") == 0
+
+
+def _blocked_in(rclient: redis.Redis, command: str, count: int = 1) -> None:
+    deadline = time.monotonic() + 10
+    while sum(c.get("cmd") == command for c in rclient.client_list()) < count:
+        assert time.monotonic() < deadline, f"nobody waited in {command}"
+        time.sleep(0.01)
+
+
+def test_waiting_for_a_message_takes_nothing_until_it_is_claimed(redis_url: str, rclient: redis.Redis) -> None:
+    broker = RedisBroker(redis_url)
+    got: list[object] = []
+    waiting = threading.Thread(target=lambda: got.extend(broker.get(["q"], max_messages=1, timeout=10)))
+    waiting.start()
+    _blocked_in(rclient, "blmove", 4)  # one wait per list of the queue (its priority steps)
+    # A Celery worker waiting on the same list with BRPOP, since after the celeriac worker...
+    popper = redis.Redis.from_url(redis_url)
+    popped: list[object] = []
+    celery_like = threading.Thread(target=lambda: popped.append(popper.brpop(["q"], timeout=10)))
+    celery_like.start()
+    _blocked_in(rclient, "brpop")
+    rclient.lpush("q", b"first")
+    celery_like.join(10)
+    # ...still gets the message: the celeriac worker's wait saw it without taking it.
+    assert popped == [(b"q", b"first")] and got == []
+    broker.publish(_envelope(), exchange="", routing_key="q")
+    waiting.join(10)
+    assert len(got) == 1 and rclient.llen("q") == 0 and rclient.hlen("unacked") == 1
+    broker.close()
+    popper.close()
 
 
 def test_dead_consumer_messages_are_restored_but_live_ones_are_not(redis_url: str) -> None:
