@@ -89,29 +89,53 @@ def _positive_list(text: str) -> tuple[int, ...]:
     return values
 
 
+@dataclass(frozen=True)
+class Option:
+    """One command-line option and the Settings field of the same name (``--io-tasks`` -> ``io_tasks``)."""
+
+    field: str
+    parse: Callable[[str], Any] | None  # None: the value is the string as typed
+    default: Any
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+# Every option that becomes a Settings field as typed, in --help's order. brokers and amqp_url are
+# among them; from_args() then drops the AMQP broker when --amqp-url is 'none'.
+OPTIONS = (
+    Option("scenarios", _choices(SCENARIOS), SCENARIOS, f"default: {','.join(SCENARIOS)}"),
+    Option("tasks", _positive, 20_000, "tasks per throughput run on Redis (default 20000)"),
+    Option("other_broker_tasks", _positive, 5000, "tasks per throughput run on amqp/sqlite"),
+    Option("roundtrips", _positive, 1000, "timed round trips per run (default 1000)"),
+    Option("concurrency", _positive, os.cpu_count() or 2, "worker -c (default: the core count)"),
+    Option("systems", _choices(SYSTEMS), SYSTEMS, "default: celeriac,celery"),
+    Option("pools", _choices(POOLS), POOLS, "throughput/latency pools (Celery: all but asyncio)"),
+    Option("brokers", _choices(BROKERS), BROKERS, "throughput/latency brokers (default: all)"),
+    Option("repeat", _positive, 3, "runs per target; medians (default 3; memory and floor run once)"),
+    Option("io_tasks", _positive, 1000, "tasks per io-bound run (default 1000)"),
+    Option("io_sleep_ms", _positive_float, 100.0, "sleep of one io-bound task (default 100)"),
+    Option("io_concurrency", _positive_list, (10, 100), "io-bound worker -c values (default 10,100)"),
+    Option("cpu_tasks", _positive, 400, "tasks per cpu-bound run (default 400)"),
+    Option("cpu_ms", _positive_float, 10.0, "pure-Python work of one cpu-bound task (default 10)"),
+    Option("memory_tasks", _positive, 100_000, "no-op tasks of the leak check; RSS at 1/10 and all"),
+    Option("floor_messages", _positive, 100_000, "messages of the pipelined Redis floor"),
+    Option("redis_url", None, DEFAULT_REDIS_URL, f"flushed before every run (default {DEFAULT_REDIS_URL})"),
+    Option("amqp_url", None, DEFAULT_AMQP_URL, "RabbitMQ for the AMQP floor; 'none' skips it"),
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Benchmark celeriac against Celery 5.")
-    add = parser.add_argument
-    add("--scenarios", type=_choices(SCENARIOS), default=SCENARIOS, help=f"default: {','.join(SCENARIOS)}")
-    add("--tasks", type=_positive, default=20_000, help="tasks per throughput run on Redis (default 20000)")
-    add("--other-broker-tasks", type=_positive, default=5000, help="tasks per throughput run on amqp/sqlite")
-    add("--roundtrips", type=_positive, default=1000, help="timed round trips per run (default 1000)")
-    add("--concurrency", type=_positive, default=os.cpu_count() or 2, help="worker -c (default: the core count)")
-    add("--systems", type=_choices(SYSTEMS), default=SYSTEMS, help="default: celeriac,celery")
-    add("--pools", type=_choices(POOLS), default=POOLS, help="throughput/latency pools (Celery: all but asyncio)")
-    add("--brokers", type=_choices(BROKERS), default=BROKERS, help="throughput/latency brokers (default: all)")
-    add("--repeat", type=_positive, default=3, help="runs per target; medians (default 3; memory and floor run once)")
-    add("--io-tasks", type=_positive, default=1000, help="tasks per io-bound run (default 1000)")
-    add("--io-sleep-ms", type=_positive_float, default=100.0, help="sleep of one io-bound task (default 100)")
-    add("--io-concurrency", type=_positive_list, default=(10, 100), help="io-bound worker -c values (default 10,100)")
-    add("--cpu-tasks", type=_positive, default=400, help="tasks per cpu-bound run (default 400)")
-    add("--cpu-ms", type=_positive_float, default=10.0, help="pure-Python work of one cpu-bound task (default 10)")
-    add("--memory-tasks", type=_positive, default=100_000, help="no-op tasks of the leak check; RSS at 1/10 and all")
-    add("--floor-messages", type=_positive, default=100_000, help="messages of the pipelined Redis floor")
-    add("--redis-url", default=DEFAULT_REDIS_URL, help=f"flushed before every run (default {DEFAULT_REDIS_URL})")
-    add("--amqp-url", default=DEFAULT_AMQP_URL, help="RabbitMQ for the AMQP floor; 'none' skips it")
-    add("--json", type=Path, help="write the raw figures to this JSON file")
-    add("--markdown", type=Path, help="write docs/benchmarks.md-style Markdown here (plots in img/)")
+    for option in OPTIONS:
+        kwargs: dict[str, Any] = {"default": option.default, "help": option.help}
+        if option.parse is not None:
+            kwargs["type"] = option.parse
+        parser.add_argument(option.flag, **kwargs)
+    parser.add_argument("--json", type=Path, help="write the raw figures to this JSON file")
+    parser.add_argument("--markdown", type=Path, help="write docs/benchmarks.md-style Markdown here (plots in img/)")
     return parser
 
 
@@ -120,26 +144,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def from_args(args: argparse.Namespace) -> Settings:
-    return Settings(
-        scenarios=args.scenarios,
-        tasks=args.tasks,
-        roundtrips=args.roundtrips,
-        concurrency=args.concurrency,
-        repeat=args.repeat,
-        systems=args.systems,
-        pools=args.pools,
-        brokers=tuple(b for b in args.brokers if b != "amqp" or args.amqp_url.lower() != "none"),
-        other_broker_tasks=args.other_broker_tasks,
-        io_tasks=args.io_tasks,
-        io_sleep_ms=args.io_sleep_ms,
-        io_concurrency=args.io_concurrency,
-        cpu_tasks=args.cpu_tasks,
-        cpu_ms=args.cpu_ms,
-        memory_tasks=args.memory_tasks,
-        floor_messages=args.floor_messages,
-        redis_url=args.redis_url,
-        amqp_url=None if args.amqp_url.lower() == "none" else args.amqp_url,
-    )
+    values = {option.field: getattr(args, option.field) for option in OPTIONS}
+    no_amqp = values["amqp_url"].lower() == "none"
+    values["amqp_url"] = None if no_amqp else values["amqp_url"]
+    values["brokers"] = tuple(b for b in values["brokers"] if b != "amqp" or not no_amqp)
+    return Settings(**values)
 
 
 def display_command(argv: Sequence[str]) -> str:
