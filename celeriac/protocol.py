@@ -229,8 +229,8 @@ def decode(envelope: Envelope, accept: frozenset[str] | None) -> TaskMessage:
             return _decode_v1(body, envelope.properties)
     except InvalidTaskError:
         raise
-    except (TypeError, ValueError, AttributeError) as exc:
-        # e.g. retries="many": a malformed field is a malformed message.
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+        # e.g. retries="many", or Infinity: a malformed field is a malformed message.
         raise InvalidTaskError(f"malformed task message: {exc}") from exc
     raise InvalidTaskError("message has no 'task' header (protocol 2) nor a task dict body (protocol 1)")
 
@@ -283,8 +283,8 @@ def _decode_v2(headers: Mapping[str, Any], body: Any, properties: Mapping[str, A
 
 def _decode_v1(body: Mapping[str, Any], properties: Mapping[str, Any]) -> TaskMessage:
     name, task_id = body.get("task"), body.get("id")
-    if not isinstance(name, str) or not isinstance(task_id, str):
-        raise InvalidTaskError("protocol 1 body needs string 'task' and 'id'")
+    if not isinstance(name, str) or not name or not isinstance(task_id, str) or not task_id:
+        raise InvalidTaskError("protocol 1 body needs non-empty string 'task' and 'id'")
     args, kwargs = body.get("args") or (), body.get("kwargs") or {}
     _check_call(name, task_id, args, kwargs)
     hard, soft = _timelimit(body.get("timelimit"))
