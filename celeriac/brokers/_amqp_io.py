@@ -18,6 +18,7 @@ import atexit
 import concurrent.futures
 import logging
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
@@ -43,6 +44,7 @@ class IOLoop:
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self._owners: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._flushes: list[weakref.WeakMethod[Callable[[], None]]] = []
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name="celeriac-amqp-io", daemon=True)
         self.thread.start()
@@ -83,10 +85,22 @@ class IOLoop:
         """Close ``owner`` (``await owner.close()``, e.g. a connection) when the interpreter exits, if still there."""
         self._owners.add(owner)
 
+    def register_flush(self, flush: Callable[[], None]) -> None:
+        """Call ``flush()`` (a bound method; from the exiting thread) before closing connections at exit:
+        brokers wait there for the confirms of what they published."""
+        self._flushes.append(weakref.WeakMethod(flush))
+
     def shutdown(self) -> None:
-        """Close what is registered (politely, so RabbitMQ logs no dropped connection) and stop the loop."""
+        """Flush, close what is registered (politely, so RabbitMQ logs no dropped connection) and stop the loop."""
         if os.getpid() != self.pid or not self.thread.is_alive():
             return
+        for ref in self._flushes:
+            flush = ref()
+            if flush is not None:
+                try:
+                    flush()
+                except Exception as exc:  # at exit: report, never raise
+                    logger.debug("flushing at exit: %r", exc)
         owners = list(self._owners)
 
         async def close_all() -> None:
@@ -137,4 +151,16 @@ def io_loop() -> IOLoop:
                 atexit.register(_at_exit)
                 _hooks_installed = True
             _current = IOLoop()
+            _exit_hook_for_pool_process()
         return _current
+
+
+def _exit_hook_for_pool_process() -> None:
+    """A multiprocessing child (a prefork pool process) ends with ``os._exit``, without atexit
+    hooks: ask multiprocessing to run ours as the child finishes."""
+    process = sys.modules.get("multiprocessing.process")
+    if process is None or process.parent_process() is None:
+        return
+    from multiprocessing import util
+
+    util.Finalize(None, _at_exit, exitpriority=10)

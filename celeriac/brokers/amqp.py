@@ -4,21 +4,49 @@ URL: ``amqp://user:password@host:5672/vhost`` (also ``pyamqp://``; ``amqps://`` 
 ``broker_use_ssl`` for TLS, port 5671 by default). ``//`` or no path is the vhost ``/``.
 
 Capabilities: fanout (AMQP exchanges), priorities (``x-max-priority``, 9 is most urgent),
-broker-side ETA (Celery's native delayed delivery), publisher confirms, heartbeats
-(``broker_heartbeat``), reconnection.
+broker-side ETA (Celery's native delayed delivery), publisher confirms (collected in the
+background), heartbeats (``broker_heartbeat``), reconnection.
 
 How it runs. aio-pika is asynchronous; its event loop runs in one background thread per
 process (``_amqp_io``), created on first use and again after a fork. The synchronous
 interface drives it with ``asyncio.run_coroutine_threadsafe`` and waits with a timeout.
-Publishing uses the same connection as consuming, on its own channel with publisher
-confirms: ``publish()`` returns only once RabbitMQ has confirmed the message, so
-``delay()`` returning means the task is safely in the queue, and a broker that is down or
-unreachable raises :class:`~celeriac.exceptions.OperationalError` within
-``broker_connection_timeout``. One connection and one IO thread serve every thread of the
-process: pika's ``BlockingConnection`` is not thread-safe, so it would take a connection
-per publishing thread, and a second AMQP client next to aio-pika. The cost of confirms is
-one round trip per ``delay()`` (a few milliseconds for a persistent message, which RabbitMQ
-confirms once it is on disk).
+One connection and one IO thread serve every thread of the process: pika's
+``BlockingConnection`` is not thread-safe, so it would take a connection per publishing
+thread, and a second AMQP client next to aio-pika.
+
+Publishing (``delay()``) has no round trip per message, and loses nothing it accepted:
+
+* ``publish()`` checks, in the caller's thread, that the connection is up (else it connects,
+  and raises :class:`~celeriac.exceptions.OperationalError` within ``broker_connection_timeout``
+  when RabbitMQ is unreachable), appends the message to the *outstanding buffer* and returns.
+  The IO loop takes what accumulated at each wake-up (one ``call_soon_threadsafe`` per batch)
+  and publishes it in order, on a channel with publisher confirms; so messages keep the order
+  in which they were published, per thread and overall.
+* A message leaves the buffer when RabbitMQ confirms it. The buffer is bounded
+  (``max_unconfirmed``, 1000): when it is full, ``publish()`` waits for confirms to free room
+  (backpressure), and raises ``OperationalError`` after ``confirm_timeout`` seconds without.
+* If the connection (or the channel) drops, every unconfirmed message is published again, in
+  order, as soon as a new channel is open: by the next ``publish()``, or by a background
+  reconnection (with backoff) when nobody publishes. A message whose confirm was lost with the
+  connection may so reach the queue twice (at least once, as with kombu's retries).
+* A nack (RabbitMQ could not take the message: a full queue with ``x-overflow:
+  reject-publish``, an internal error) is retried three times, then logged as an error and
+  copied to the dead-letter queue with the reason in its headers, so nothing is dropped
+  silently. So is a message that fails five times for another reason than a lost connection.
+* ``flush(timeout)`` waits for the confirms of everything published so far; ``close()`` flushes
+  (up to ``confirm_timeout``) before disconnecting, and so does an exit hook (atexit, or
+  multiprocessing's for a pool process): a script that calls ``delay()`` and exits loses
+  nothing. What is still unconfirmed then is logged as an error, with the task ids.
+  ``queue_size()`` and ``purge()`` flush first, so they see what this process published.
+* Workers: ``ack()`` is sent only once RabbitMQ confirmed what the acking thread published
+  before (the task's result over ``rpc://``, its retry, the next link of its chain); until
+  then it waits on the IO loop and ``ack()`` returns at once. In a prefork pool process, which
+  doesn't ack, the task's end (``task_postrun``) waits for those confirms before the outcome
+  goes to the parent. If the worker dies in between, the task is delivered again: it runs
+  twice rather than its follow-up being lost.
+
+The worker's own moves (parking a message until its ETA, dead-lettering) and broadcasts
+(remote control, events) still wait for their confirm.
 
 Wire layout (Celery's):
 
@@ -55,9 +83,10 @@ Not done: the ``expiration`` property is not derived from a task's ``expires`` (
 records an expired task as REVOKED rather than letting RabbitMQ drop it), and RabbitMQ's
 ``consumer_timeout`` (30 minutes by default) still applies to tasks that run longer.
 
-Transport options: ``confirm_timeout`` (seconds to wait for a publish confirm or a declare,
-default 10), ``native_delayed_delivery_queue_type`` (also the Celery setting),
-``deadletter_queue``.
+Transport options: ``confirm_timeout`` (seconds to wait for a publish confirm, for room in
+the outstanding buffer, or for a declare, default 10), ``max_unconfirmed`` (size of the
+outstanding buffer, default 1000), ``native_delayed_delivery_queue_type`` (also the Celery
+setting), ``deadletter_queue``.
 """
 
 from __future__ import annotations
@@ -67,18 +96,22 @@ import logging
 import math
 import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import aio_pika
 import aio_pika.abc
 import aio_pika.exceptions
+import aiormq
 import aiormq.exceptions
 import pamqp.exceptions
+from pamqp.commands import Basic
 
+from .. import signals
 from ..exceptions import BrokerUnavailable, ImproperlyConfigured, OperationalError
 from ._amqp_io import IOLoop, io_loop
 from ._amqp_wire import (
@@ -123,6 +156,81 @@ _ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Publishing: how many messages may wait for their confirm before publish() blocks.
+MAX_UNCONFIRMED = 1000
+NACK_RESENDS = 3  # a nacked message is published again this many times, then dead-lettered
+NACK_RESEND_DELAY = 0.5
+MAX_PUBLISH_FAILURES = 5  # failed attempts (the connection aside) before a message is dead-lettered
+# What a publish attempt fails with when the connection goes: those never count as failures.
+_CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    OSError,
+    aiormq.exceptions.AMQPConnectionError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    asyncio.CancelledError,
+)
+_QUEUED, _SENT, _IDLE = 0, 1, 2
+
+
+class _Outgoing:
+    """A message handed to publish(), kept until RabbitMQ confirms it."""
+
+    __slots__ = ("attempt", "body", "exchange", "failures", "nacks", "properties", "routing_key", "serial", "state")
+
+    def __init__(self, serial: int, exchange: str, routing_key: str, body: bytes, properties: Basic.Properties):
+        self.serial = serial
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.body = body
+        self.properties = properties
+        self.state = _QUEUED  # _QUEUED: for the IO loop to send; _SENT: awaiting its confirm; _IDLE: to send again
+        self.attempt = 0
+        self.nacks = 0
+        self.failures = 0
+
+
+def _describe(item: _Outgoing) -> str:
+    headers: Mapping[str, Any] = item.properties.headers or {}
+    task = f"task {headers.get('task')!s}[{headers.get('id')!s}]" if headers.get("id") else "a message"
+    return f"{task} for exchange {item.exchange!r}, routing key {item.routing_key!r}"
+
+
+# Every broker of this process that publishes (the worker's consumer has its own, separate one).
+_publishers: weakref.WeakSet[AMQPBroker] = weakref.WeakSet()
+_registry_lock = threading.Lock()
+
+
+def _live_publishers() -> list[AMQPBroker]:
+    pid = os.getpid()
+    with _registry_lock:
+        return [b for b in _publishers if b._pid == pid]
+
+
+def _unconfirmed_by_this_thread() -> list[tuple[AMQPBroker, int]]:
+    """(broker, serial) for every broker where this thread published something not yet confirmed."""
+    pending = []
+    for broker in _live_publishers():
+        last = getattr(broker._local, "last", 0)
+        if last and broker._unconfirmed_up_to(last):
+            pending.append((broker, last))
+    return pending
+
+
+def _confirm_before_reporting(sender: Any = None, **kwargs: Any) -> None:
+    """After a task ran in a process that doesn't ack it (a prefork pool process): wait for the
+    confirms of what it published before its outcome goes to the parent, which then acks."""
+    brokers = _live_publishers()
+    if not brokers or any(b._consuming_here for b in brokers):
+        return  # acked here: ack() itself waits for the confirms
+    for broker, serial in _unconfirmed_by_this_thread():
+        if not broker._wait_confirmed(serial, broker.confirm_timeout):
+            logger.warning("RabbitMQ has not confirmed what task %s published yet: kept to be published again",
+                           kwargs.get("task_id"))  # fmt: skip
+
+
+signals.task_postrun.connect(_confirm_before_reporting, dispatch_uid="celeriac.brokers.amqp.confirms")
+
+
 class AMQPBroker(Broker):
     scheme: ClassVar[str] = "amqp"
     supports_fanout: ClassVar[bool] = True
@@ -141,6 +249,7 @@ class AMQPBroker(Broker):
         heartbeat = opts.pop("heartbeat", 120)
         self.heartbeat = float(heartbeat) if heartbeat else 0.0
         self.confirm_timeout = float(opts.pop("confirm_timeout", None) or 10.0)
+        self.max_unconfirmed = max(1, int(opts.pop("max_unconfirmed", None) or MAX_UNCONFIRMED))
         self.delayed_queue_type = str(opts.pop("native_delayed_delivery_queue_type", None) or "quorum")
         self.deadletter_queue = str(opts.pop("deadletter_queue", None) or DEADLETTER)
         self._prefetch: int | None = None
@@ -171,6 +280,26 @@ class AMQPBroker(Broker):
         self._held: dict[str, aio_pika.abc.AbstractIncomingMessage] = {}
         self._consuming: frozenset[str] = frozenset()
         self._lost = False
+        # Publishing (see the module docstring): the outstanding buffer, in publishing order, and
+        # what waits for the IO loop to send it; shared with the calling threads, under _out_lock.
+        self._out_lock = threading.Condition()
+        self._outstanding: dict[int, _Outgoing] = {}
+        self._queued: list[_Outgoing] = []
+        self._wakeup_pending = False
+        self._serial = 0
+        self._local = threading.local()  # .last: the serial of the last message this thread published
+        self._closing = False
+        self._consuming_here = False
+        self._exchanges_seen: set[str] = set()
+        # Owned by the IO loop.
+        self._pub_channel: aiormq.Channel | None = None
+        self._pub_owner: aio_pika.abc.AbstractChannel | None = None
+        self._republisher: asyncio.Task[None] | None = None
+        self._confirm_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._deferred_acks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        with _registry_lock:
+            _publishers.add(self)
 
     # -- running coroutines -----------------------------------------------------------
     def _loop(self) -> IOLoop:
@@ -178,6 +307,7 @@ class AMQPBroker(Broker):
             self._reset()
         if self._io is None:
             self._io = io_loop()
+            self._io.register_flush(self._flush_at_exit)
         return self._io
 
     def _run(self, action: str, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -210,20 +340,29 @@ class AMQPBroker(Broker):
     # -- connection ---------------------------------------------------------------
     def open(self) -> None:
         try:
-            self._run("connecting", self._ensure())
+            self._run("connecting", self._publish_channel())
         except OperationalError as exc:
             raise BrokerUnavailable(str(exc), url=self.url) from exc
 
     def close(self) -> None:
-        if os.getpid() != self._pid or self._io is None:
+        """Wait (up to ``confirm_timeout``) for RabbitMQ to confirm what was published, then disconnect."""
+        if os.getpid() != self._pid or self._io is None or not self._io.thread.is_alive():
             return
+        if not self._io.in_loop() and not self.flush(self.confirm_timeout):
+            self._report_unconfirmed("Closing")
         try:
             self._io.run(self.aclose(), self.connect_timeout)
         except Exception as exc:  # closing must not raise: the connection is gone either way
             logger.debug("closing %s: %r", self._where(), exc)
 
     async def aclose(self) -> None:
+        self._closing = True
+        if self._republisher is not None:
+            self._republisher.cancel()
+        if self._deferred_acks:
+            await asyncio.wait(list(self._deferred_acks), timeout=self.confirm_timeout)
         conn, self._conn = self._conn, None
+        self._pub_channel = self._pub_owner = None
         self._drop_consumer_state(lost=False)
         if conn is not None and not conn.is_closed:
             await conn.close()
@@ -273,9 +412,16 @@ class AMQPBroker(Broker):
             await self._subscribe_now(subscription)
 
     def _on_connection_closed(self, generation: int, sender: Any, exc: BaseException | None) -> None:
+        if isinstance(sender, aio_pika.abc.AbstractConnection) and not sender.is_closed:
+            # Lost rather than closed: aio-pika leaves it open, and would close it from its
+            # finalizer, in whatever thread collects it. Close it here, on the loop.
+            task = asyncio.get_running_loop().create_task(sender.close())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         if generation != self._generation:
             return
         self._conn = None
+        self._pub_channel = self._pub_owner = None
         self._channels.clear()
         self._consumers.clear()
         dropped = self._drop_consumer_state(lost=True)
@@ -320,11 +466,16 @@ class AMQPBroker(Broker):
         self._channels[role] = channel
         if role == "consume":
             self._consume_channel_id = self._channel_ids
+        elif role == "publish":
+            self._pub_channel, self._pub_owner = cast(aiormq.Channel, await channel.get_underlay_channel()), channel
+            self._resend_unconfirmed()
         return channel
 
     def _on_channel_closed(self, role: str, channel_id: int, sender: Any, exc: BaseException | None) -> None:
         if self._channels.get(role) is sender:
             del self._channels[role]
+        if role == "publish" and self._pub_owner is sender:
+            self._pub_channel = self._pub_owner = None
         if role == "consume" and self._conn is not None and self._consume_channel_id == channel_id:
             self._consumers.clear()
             dropped = self._drop_consumer_state(lost=True)
@@ -349,6 +500,7 @@ class AMQPBroker(Broker):
         try:
             if spec.exchange and not spec.exchange.startswith("amq."):
                 await channel.declare_exchange(spec.exchange, spec.exchange_type, durable=spec.exchange_durable)
+            self._exchanges_seen.add(spec.exchange)
             queue = await channel.declare_queue(
                 spec.name,
                 durable=spec.durable,
@@ -388,12 +540,263 @@ class AMQPBroker(Broker):
         if seconds and not exchange:
             self._run("publishing a delayed message", self._park(envelope, routing_key, seconds))
             return
-        if exchange in KNOWN_EXCHANGES and exchange not in self._exchanges:
-            # e.g. a remote-control reply: publishing to an exchange nobody declared yet closes the channel.
-            self._run(f"declaring {exchange!r}", self._ensure_exchange(exchange, routing_key))
-        self._run("publishing", self._publish(exchange, routing_key, envelope))
+        # Publishing to an exchange that doesn't exist closes the channel: find out here, while
+        # the caller can still be told.
+        if exchange in KNOWN_EXCHANGES:
+            if exchange not in self._exchanges:  # e.g. a remote-control reply; non-durable: again after a restart
+                self._run(f"declaring {exchange!r}", self._ensure_exchange(exchange, routing_key))
+        elif exchange and exchange not in self._exchanges_seen:
+            self._run(f"checking exchange {exchange!r}", self._check_exchange(exchange))
+        self._hand_off(exchange, routing_key, envelope.body, outgoing_properties(envelope))
+
+    def _hand_off(self, exchange: str, routing_key: str, body: bytes, properties: Basic.Properties) -> None:
+        """Queue a message for the IO loop to publish, and return (see the module docstring)."""
+        if len(routing_key.encode()) > 255:
+            raise ValueError(f"routing key too long (max 255 bytes): {routing_key[:40]!r}...")
+        io = self._loop()
+        if not self._publisher_ready():
+            # Checked here, in the caller's thread: delay() fails fast when RabbitMQ is unreachable.
+            self._run("connecting", self._publish_channel())
+        with self._out_lock:
+            self._closing = False
+            if len(self._outstanding) >= self.max_unconfirmed and not io.in_loop():
+                full = self._out_lock.wait_for(lambda: len(self._outstanding) < self.max_unconfirmed,
+                                               self.confirm_timeout)  # fmt: skip
+                if not full:
+                    raise OperationalError(
+                        f"publishing on {self._where()}: {len(self._outstanding)} messages are still waiting for "
+                        f"RabbitMQ's confirm after {self.confirm_timeout:g} seconds"
+                    )
+            self._serial += 1
+            item = _Outgoing(self._serial, exchange, routing_key, body, properties)
+            self._outstanding[item.serial] = item
+            self._queued.append(item)
+            wake, self._wakeup_pending = not self._wakeup_pending, True
+        self._local.last = item.serial
+        if wake:
+            io.call_soon(self._send_queued)
+
+    def _publisher_ready(self) -> bool:
+        conn, channel = self._conn, self._pub_channel
+        return conn is not None and not conn.is_closed and channel is not None and not channel.is_closed
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until RabbitMQ has confirmed every message published so far by this process.
+
+        Returns False if some are still unconfirmed after ``timeout`` seconds (they stay
+        buffered, and are published again if the connection is lost)."""
+        return self._wait_confirmed(self._serial, timeout)
+
+    def _wait_confirmed(self, serial: int, timeout: float | None) -> bool:
+        if os.getpid() != self._pid or not serial:
+            return True
+        if self._io is not None and self._io.in_loop():
+            return not self._unconfirmed_up_to(serial)
+        with self._out_lock:
+            return self._out_lock.wait_for(lambda: not self._unconfirmed_up_to(serial), timeout)
+
+    def _unconfirmed_up_to(self, serial: int) -> bool:
+        first = next(iter(self._outstanding), None)
+        return first is not None and first <= serial
+
+    def _report_unconfirmed(self, when: str) -> None:
+        with self._out_lock:
+            items = list(self._outstanding.values())
+        if items:
+            ids = ", ".join(_describe(item) for item in items[:20])
+            logger.error(
+                "%s: %d message%s published to %s still unconfirmed by RabbitMQ (they may be lost): %s%s",
+                when, len(items), "s" if len(items) != 1 else "", self._where(), ids,
+                " ..." if len(items) > 20 else "",
+            )  # fmt: skip
+
+    def _flush_at_exit(self) -> None:
+        """At interpreter (or pool process) exit: wait for the confirms, then for the acks waiting on them."""
+        if os.getpid() != self._pid or self._io is None:
+            return
+        if not self.flush(self.confirm_timeout):
+            self._report_unconfirmed("At exit")
+        if self._deferred_acks:
+            try:
+                self._io.run(self._drain_deferred_acks(), self.connect_timeout)
+            except Exception as exc:  # at exit: report, never raise
+                logger.debug("acks at exit: %r", exc)
+
+    # The IO loop's side.
+    def _send_queued(self) -> None:
+        with self._out_lock:
+            batch, self._queued = self._queued, []
+            self._wakeup_pending = False
+        channel = self._pub_channel
+        if channel is None or channel.is_closed or self._conn is None:
+            for item in batch:
+                item.state = _IDLE
+            self._kick_republisher()
+            return
+        for item in batch:
+            self._send(channel, item)
+
+    def _send(self, channel: aiormq.Channel, item: _Outgoing) -> None:
+        item.state = _SENT
+        item.attempt += 1
+        assert self._io is not None
+        task = self._io.loop.create_task(
+            channel.basic_publish(
+                item.body,
+                exchange=item.exchange,
+                routing_key=item.routing_key,
+                properties=item.properties,
+                wait=False,
+            )
+        )
+        task.add_done_callback(partial(self._on_confirm, item, item.attempt))
+
+    def _resend_unconfirmed(self) -> None:
+        """On a new publishing channel: send again, in order, what the old one left unconfirmed."""
+        channel = self._pub_channel
+        if channel is None:
+            return
+        with self._out_lock:
+            items = [item for item in self._outstanding.values() if item.state != _QUEUED]
+        if items:
+            logger.warning("Publishing %d unconfirmed message%s again on %s", len(items),
+                           "s" if len(items) != 1 else "", self._where())  # fmt: skip
+        for item in items:
+            self._send(channel, item)
+
+    def _on_confirm(self, item: _Outgoing, attempt: int, task: asyncio.Task[Any]) -> None:
+        if item.attempt != attempt or item.serial not in self._outstanding:
+            return  # sent again since (or given up): this answer is for an older attempt
+        exc = asyncio.CancelledError() if task.cancelled() else task.exception()
+        if exc is None:
+            self._forget(item)
+        elif isinstance(exc, aiormq.exceptions.DeliveryError):
+            self._nacked(item, exc)
+        elif isinstance(exc, (ValueError, TypeError)):
+            self._give_up(item, repr(exc))  # can't be sent at all (a bad header value?)
+        else:
+            item.state = _IDLE
+            if not isinstance(exc, _CONNECTION_LOST):
+                # Not the connection: the broker closed the channel over this message (an exchange
+                # deleted meanwhile?), or worse. Try again, but not forever.
+                item.failures += 1
+                if item.failures >= MAX_PUBLISH_FAILURES:
+                    self._give_up(item, f"failed {item.failures} times, last: {exc!r}")
+                    return
+            self._kick_republisher()
+
+    def _forget(self, item: _Outgoing) -> None:
+        with self._out_lock:
+            self._outstanding.pop(item.serial, None)
+            self._out_lock.notify_all()
+            first = next(iter(self._outstanding), None)
+        if self._confirm_waiters:
+            waiting, self._confirm_waiters = self._confirm_waiters, []
+            for serial, future in waiting:
+                if first is None or first > serial:
+                    if not future.done():
+                        future.set_result(None)
+                else:
+                    self._confirm_waiters.append((serial, future))
+
+    async def _confirmed_up_to(self, serial: int) -> None:
+        """Return once every message up to ``serial`` is confirmed (on the IO loop)."""
+        if not self._unconfirmed_up_to(serial):
+            return
+        assert self._io is not None
+        future: asyncio.Future[None] = self._io.loop.create_future()
+        self._confirm_waiters.append((serial, future))
+        await future
+
+    def _nacked(self, item: _Outgoing, exc: BaseException) -> None:
+        item.nacks += 1
+        if item.nacks > NACK_RESENDS:
+            self._give_up(item, f"RabbitMQ refused it {item.nacks} times (nack)")
+            return
+        logger.warning("RabbitMQ refused %s (nack): publishing it again", _describe(item))
+        item.state = _IDLE
+        assert self._io is not None
+        self._io.loop.call_later(NACK_RESEND_DELAY * item.nacks, self._kick_republisher)
+
+    def _give_up(self, item: _Outgoing, reason: str) -> None:
+        """Not silently: log it, and copy it to the dead-letter queue (if RabbitMQ takes that)."""
+        logger.error("Could not publish %s: %s; a copy goes to the %r queue", _describe(item), reason,
+                     self.deadletter_queue)  # fmt: skip
+        self._forget(item)
+        assert self._io is not None
+        task = self._io.loop.create_task(self._dead_letter_unpublished(item, reason))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _dead_letter_unpublished(self, item: _Outgoing, reason: str) -> None:
+        try:
+            if self.deadletter_queue not in self._declared:
+                await self._declare(QueueSpec(name=self.deadletter_queue, exchange="", routing_key=""))
+            properties = item.properties
+            headers = dict(properties.headers or {})
+            headers.update({"x-celeriac-reason": f"not published: {reason}", "x-celeriac-exchange": item.exchange,
+                            "x-celeriac-routing-key": item.routing_key})  # fmt: skip
+            properties.headers = headers
+            channel = await self._channel("publish")
+            underlay = await channel.get_underlay_channel()
+            await underlay.basic_publish(item.body, exchange="", routing_key=self.deadletter_queue,
+                                         properties=properties, timeout=self.confirm_timeout)  # fmt: skip
+        except Exception as exc:
+            logger.error("Could not dead-letter %s either (%r): it is lost", _describe(item), exc)
+
+    def _kick_republisher(self) -> None:
+        if self._closing or (self._republisher is not None and not self._republisher.done()):
+            return
+        assert self._io is not None
+        self._republisher = self._io.loop.create_task(self._republish())
+
+    async def _republish(self) -> None:
+        """Reconnect (with backoff) until what waits to be published again is on a live channel."""
+        delay, warned = 0.2, False
+        while not self._closing:
+            with self._out_lock:
+                waiting = sum(1 for item in self._outstanding.values() if item.state == _IDLE)
+            if not waiting:
+                return
+            try:
+                if self._publisher_ready():
+                    self._resend_unconfirmed()
+                else:
+                    await self._publish_channel()  # a new channel sends them again as it opens
+                return
+            except Exception as exc:
+                if not warned:
+                    logger.warning("%d unconfirmed message%s will be published again once %s is back: %s",
+                                   waiting, "s" if waiting != 1 else "", self._where(), exc)  # fmt: skip
+                    warned = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _publish_channel(self) -> aio_pika.abc.AbstractChannel:
+        return await self._channel("publish")
+
+    async def _check_exchange(self, name: str) -> None:
+        if not name.startswith("amq."):
+            conn = await self._ensure()
+            probe = await conn.channel(publisher_confirms=False)
+            try:
+                await probe.declare_exchange(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                raise OperationalError(
+                    f"publishing on {self._where()}: the exchange {name!r} does not exist (declare a queue bound "
+                    "to it first)"
+                ) from None
+            finally:
+                if not probe.is_closed:
+                    await probe.close()
+        self._exchanges_seen.add(name)
+
+    async def _drain_deferred_acks(self) -> None:
+        if self._deferred_acks:
+            await asyncio.wait(list(self._deferred_acks))
 
     async def _publish(self, exchange: str, routing_key: str, envelope: Envelope, *, drop: Sequence[str] = ()) -> None:
+        """Publish and wait for the confirm (for the worker's own moves: parking, dead-lettering, broadcasts)."""
         channel = await self._channel("publish")
         underlay = await channel.get_underlay_channel()
         try:
@@ -438,6 +841,7 @@ class AMQPBroker(Broker):
         if not queues or max_messages <= 0:
             return []
         wanted = frozenset(queues)
+        self._consuming_here = True
         with self._cond:
             lost, self._lost = self._lost, False
         if lost:
@@ -496,9 +900,37 @@ class AMQPBroker(Broker):
         return message
 
     def ack(self, delivery: Delivery) -> None:
+        """Ack, but only after RabbitMQ confirmed what this thread published before (a task's follow-ups).
+
+        With nothing unconfirmed, the ack goes now; otherwise it is left to the IO loop, which
+        sends it once the confirms are in (this returns at once). If the process dies first,
+        RabbitMQ delivers the task again: run twice rather than its follow-ups lost."""
         message = self._take(delivery)
-        if message is not None:
+        if message is None:
+            return
+        pending = _unconfirmed_by_this_thread()
+        if not pending:
             self._settle("acknowledging", message.ack())
+            return
+        self._loop().call_soon(self._start_deferred_ack, message, pending)
+
+    def _start_deferred_ack(
+        self, message: aio_pika.abc.AbstractIncomingMessage, pending: list[tuple[AMQPBroker, int]]
+    ) -> None:
+        assert self._io is not None
+        task = self._io.loop.create_task(self._ack_when_confirmed(message, pending))
+        self._deferred_acks.add(task)
+        task.add_done_callback(self._deferred_acks.discard)
+
+    async def _ack_when_confirmed(
+        self, message: aio_pika.abc.AbstractIncomingMessage, pending: list[tuple[AMQPBroker, int]]
+    ) -> None:
+        for broker, serial in pending:
+            await broker._confirmed_up_to(serial)
+        try:
+            await message.ack()
+        except Exception as exc:
+            logger.warning("acknowledging a message failed (%s): RabbitMQ will redeliver it", exc)
 
     def _settle(self, action: str, coro: Coroutine[Any, Any, Any]) -> None:
         try:
@@ -568,6 +1000,8 @@ class AMQPBroker(Broker):
 
     # -- queues -------------------------------------------------------------------------------
     def purge(self, queue: str) -> int:
+        self.flush(self.confirm_timeout)  # what this process published before counts as waiting
+
         async def purge() -> int:
             channel = await self._channel("declare")
             result = await (await channel.get_queue(queue, ensure=False)).purge()
@@ -576,7 +1010,10 @@ class AMQPBroker(Broker):
         return self._run(f"purging {queue!r}", purge())
 
     def queue_size(self, queue: str) -> int:
-        """Messages ready in ``queue`` (not those held by consumers, nor those parked until their ETA)."""
+        """Messages ready in ``queue`` (not those held by consumers, nor those parked until their ETA).
+
+        Counts what this process published before (it waits for those confirms first)."""
+        self.flush(self.confirm_timeout)
 
         async def size() -> int:
             channel = await self._channel("declare")
@@ -661,6 +1098,7 @@ class AMQPBroker(Broker):
                 if not probe.is_closed:
                     await probe.close()
         self._exchanges.add(name)
+        self._exchanges_seen.add(name)
 
     def subscribe(self, exchange: str, *, routing_key: str = "") -> Subscription:
         subscription = _AMQPSubscription(self, exchange, routing_key)
