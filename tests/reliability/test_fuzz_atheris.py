@@ -136,7 +136,6 @@ def _amqp_envelope(seed: bytes) -> object:
     "seed", fuzz_targets.REGRESSIONS, ids=["retries-inf", "timelimit-huge", "nesting-inf", "v1-empty-id"]
 )
 def test_inputs_that_once_crashed_decode_are_refused(seed: bytes) -> None:
-    headers, properties, content_type, body = seed.split(fuzz_targets.SEP, 3)
     envelope = _envelope("protocol", seed)
     with pytest.raises(InvalidTaskError):
         decode(envelope, fuzz_targets.setup().accept_json)  # type: ignore[arg-type]
