@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import ssl
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -23,12 +24,20 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import redis
 import redis.exceptions
 
+from . import _process
 from .exceptions import ImproperlyConfigured, OperationalError
 
 if TYPE_CHECKING:
     import redis.asyncio
 
-__all__ = ["async_client_from_url", "client_from_url", "connection_errors", "redis_error"]
+__all__ = [
+    "async_client_from_url",
+    "client_from_url",
+    "close_dedicated",
+    "connection_errors",
+    "execute_raw",
+    "redis_error",
+]
 
 connection_errors: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
@@ -202,18 +211,36 @@ def _sentinel_client(url: str, options: Mapping[str, Any], *, timeout: float, us
 
 
 def execute_raw(client: redis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
-    """Send ``commands`` in one write and read their replies, on a pooled connection.
+    """Send ``commands`` in one write and read their replies.
 
-    The hot paths (publish, store a result) use this instead of a redis-py
-    pipeline: same protocol code (redis-py's, with hiredis), a fraction of the
-    per-call Python overhead. A reply that is an error is raised, after the rest
-    of the replies have been read so the connection stays usable.
+    The hot paths (publish, store and read a result) use this instead of a redis-py
+    pipeline or command method: same protocol code (redis-py's connection, with
+    hiredis), a fraction of the per-call Python overhead. The calling thread uses a
+    connection of its own to the client's server (see :class:`_Dedicated`), so the
+    usual call takes no connection out of the pool and puts none back; a thread that
+    finds it busy uses the pool. A reply that is an error is raised, after the rest of
+    the replies have been read so the connection stays usable.
     """
+    slot = _dedicated(client)
+    if slot is not None and slot.lock.acquire(blocking=False):
+        try:
+            conn = slot.connection()
+            if conn is not None:
+                return _round_trip(conn, commands)
+        finally:
+            slot.lock.release()
     pool = client.connection_pool
     # Typed loosely: redis-py's annotations of these differ between its releases.
-    conn: Any = pool.get_connection()
+    pooled: Any = pool.get_connection()
     try:
-        conn.send_packed_command(conn.pack_commands(commands))
+        return _round_trip(pooled, commands)
+    finally:
+        pool.release(pooled)
+
+
+def _round_trip(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+    try:
+        conn.send_packed_command([pack_commands(conn, commands)])
         replies: list[Any] = []
         error: Exception | None = None
         for _ in commands:
@@ -228,5 +255,93 @@ def execute_raw(client: redis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
     except connection_errors:
         conn.disconnect()
         raise
-    finally:
-        pool.release(conn)
+
+
+def pack_commands(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> bytes:
+    """The RESP encoding of ``commands``, as redis-py's packer makes it, in one bytes object.
+
+    Arguments of other types than str, bytes, int and float (and bools, which redis-py
+    refuses) go through redis-py's own packer, so they fail or convert as they would there.
+    """
+    encoder = conn.encoder
+    encoding, errors = encoder.encoding, encoder.encoding_errors
+    parts: list[bytes] = []
+    append = parts.append
+    for command in commands:
+        if command and type(command[0]) is str and " " in command[0]:
+            command = (*command[0].split(), *command[1:])  # "CONFIG GET": sent as two arguments
+        append(b"*%d\r\n" % len(command))
+        for arg in command:
+            kind = type(arg)
+            if kind is str:
+                arg = arg.encode(encoding, errors)
+            elif kind is int or kind is float:
+                arg = repr(arg).encode()
+            elif kind is not bytes:
+                return b"".join(conn.pack_commands(commands))
+            append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
+class _Dedicated:
+    """A connection to one client's server kept out of its pool, for one thread at a time.
+
+    Made by the pool (same options, counted against ``max_connections``) but never put
+    back, so a call skips the pool's locking and bookkeeping. Before each use it is
+    checked, as the pool checks a connection it hands out, for a reply left unread or a
+    server that closed it (a Redis restart), and reopened if so.
+    """
+
+    __slots__ = ("conn", "lock", "pid", "pool")
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.pid = _process.pid()
+        self.lock = threading.Lock()
+        self.conn: Any = None
+
+    def connection(self) -> Any:
+        conn = self.conn
+        if conn is None:
+            try:
+                conn = self.conn = self.pool.make_connection()
+            except (redis.exceptions.RedisError, OSError):
+                return None  # e.g. max_connections reached: the caller uses the pool
+        try:
+            if conn.can_read():
+                conn.disconnect()  # data nobody asked for, or closed by the server: start afresh
+        except connection_errors:
+            conn.disconnect()
+        return conn
+
+    def close(self) -> None:
+        if self.conn is not None and self.pid == _process.pid():
+            self.conn.disconnect()
+        self.conn = None
+
+
+_slots: weakref.WeakKeyDictionary[redis.Redis, _Dedicated] = weakref.WeakKeyDictionary()
+
+
+def _dedicated(client: redis.Redis) -> _Dedicated | None:
+    slot = _slots.get(client)
+    if slot is not None and slot.pid == _process.pid():
+        return slot
+    pool = client.connection_pool
+    if not hasattr(pool, "make_connection"):
+        return None
+    with _lock:
+        slot = _slots.get(client)
+        if slot is None or slot.pid != _process.pid():
+            # After a fork the parent's connection is left alone: its socket is the parent's.
+            slot = _slots[client] = _Dedicated(pool)
+        return slot
+
+
+def close_dedicated(client: redis.Redis) -> None:
+    """Close the connection :func:`execute_raw` keeps for ``client`` in this process, if any."""
+    with _lock:
+        slot = _slots.pop(client, None)
+    if slot is not None:
+        with slot.lock:
+            slot.close()

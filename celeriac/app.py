@@ -14,14 +14,14 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from . import _state, signals
+from . import _process, _state, signals
 from .backends import ResultBackend, create_backend
 from .brokers import Broker, broker_class, create_broker
 from .brokers.base import Envelope, QueueSpec
 from .canvas import Signature
 from .config import Settings, load_object
 from .exceptions import EncodeError, ImproperlyConfigured, OperationalError
-from .protocol import TaskMessage, encode
+from .protocol import TaskMessage, encode, new_id
 from .queues import destination, queue_spec
 from .registry import TaskRegistry, gen_task_name
 from .result import AsyncResult
@@ -169,6 +169,7 @@ class Celery:
         self._broker_pid: int | None = None
         self._declared_queues: set[str] = set()
         self._routing_mode: tuple[Any, bool] | None = None
+        self._send_settings: _SendSettings | None = None
         self._control: Control | None = None
         self._sent_dispatcher: Any = None
         self._sent_dispatcher_pid = 0  # declared through self._broker before the first publish
@@ -207,8 +208,9 @@ class Celery:
     @property
     def oid(self) -> str:
         """This app's id in this process (a forked child gets its own): the ``reply_to`` of the tasks it sends."""
-        if self._oid_pid != os.getpid():
-            self._oid, self._oid_pid = str(uuid.uuid4()), os.getpid()
+        pid = _process.pid()
+        if self._oid_pid != pid:
+            self._oid, self._oid_pid = str(uuid.uuid4()), pid
         return self._oid
 
     @property
@@ -449,7 +451,7 @@ class Celery:
 
     def connection_for_write(self) -> Broker:
         """The broker this process publishes through, opened on first use (per process)."""
-        pid = os.getpid()
+        pid = _process.pid()
         broker = self._broker
         if broker is not None and self._broker_pid == pid:
             return broker
@@ -621,31 +623,32 @@ class Celery:
         """
         if self.autofinalize and not self.finalized:
             self.finalize(auto=True)
-        conf = self.conf
-        task_id = task_id or str(uuid.uuid4())
-        args = tuple(args or ())
-        kwargs = dict(kwargs or {})
-        if not isinstance(kwargs, Mapping):
-            raise TypeError("task keyword arguments must be a mapping")
+        conf = self._sending()
+        task_id = task_id or new_id()
+        args = tuple(args) if args else ()
+        kwargs = dict(kwargs) if kwargs else {}
         parent = _state.current_task_var.get()
         if parent is not None:
             request = parent[1]
             parent_id = parent_id or request.id
             root_id = root_id or request.root_id or request.id
-            if conf.task_inherit_parent_priority and options.get("priority") is None:
+            if conf.inherit_parent_priority and options.get("priority") is None:
                 options["priority"] = (request.properties or {}).get("priority")
 
         route = (router or self.router).route(options, route_name or name, args, kwargs, task_type)
         queue = route["queue"]
-        now = datetime.now(timezone.utc)
-        eta_dt = _eta(now, countdown, eta)
-        expires_dt = _expires(now, expires)
+        if countdown is None and eta is None and expires is None:
+            eta_dt = expires_dt = None
+        else:
+            now = datetime.now(timezone.utc)
+            eta_dt = _eta(now, countdown, eta)
+            expires_dt = _expires(now, expires)
         priority = route.get("priority")
-        if priority is None and conf.task_default_priority is not None:
-            priority = int(conf.task_default_priority)
-        ignore_result = bool(options.get("ignore_result", conf.task_ignore_result))
-        serializer = route.get("serializer") or conf.task_serializer
-        headers = dict(options.get("headers") or {})
+        if priority is None:
+            priority = conf.default_priority
+        ignore_result = bool(options.get("ignore_result", conf.ignore_result))
+        serializer = route.get("serializer") or conf.serializer
+        headers = options.get("headers")
         message = TaskMessage(
             id=task_id,
             task=name,
@@ -671,34 +674,43 @@ class Celery:
             replaced_task_nesting=replaced_task_nesting,
             reply_to=reply_to or self.oid,
             priority=priority,
-            delivery_mode=_delivery_mode(route.get("delivery_mode", conf.task_default_delivery_mode)),
-            extra_headers=headers,
+            delivery_mode=_delivery_mode(route.get("delivery_mode", conf.delivery_mode)),
+            extra_headers=dict(headers) if headers else {},
         )
         envelope = encode(message, serializer)
-        limit = conf.task_max_message_size
+        limit = conf.max_message_size
         if limit and len(envelope.body) > limit:
             raise EncodeError(
                 f"task {name}[{task_id}]: the message body is {len(envelope.body)} bytes, over "
                 f"task_max_message_size ({limit} bytes); pass large data by reference (a path, a URL, a key)"
             )
-        extra = {key: options[key] for key in BROKER_MESSAGE_PROPERTIES if options.get(key) is not None}
-        if extra:
-            envelope = dataclasses.replace(envelope, properties={**envelope.properties, **extra})
+        if options:
+            extra = {key: options[key] for key in BROKER_MESSAGE_PROPERTIES if options.get(key) is not None}
+            if extra:
+                envelope = dataclasses.replace(envelope, properties={**envelope.properties, **extra})
         spec = self.queue_spec(queue, route.get("queue_object"))
         exchange, routing_key = destination(spec, route) if self._exchange_routing() else ("", queue)
         if not ignore_result:
             # Celery's hook: the rpc:// backend declares its reply queue before the first task goes out.
             self.backend.on_task_call(None, task_id)
         self._publish(envelope, message, exchange=exchange, routing_key=routing_key, queue=spec, eta=eta_dt)
-        cls = result_cls or AsyncResult
-        result = cls(task_id, task_name=name, app=self)
+        result = (result_cls or AsyncResult)(task_id, task_name=name, app=self)
         result.sent_at = time.monotonic()
         if parent is not None and add_to_parent and (task_type is None or task_type.trail):
             parent[1].add_trail(result)
         return result
 
+    def _sending(self) -> _SendSettings:
+        conf, settings = self._send_settings, self.conf
+        if conf is None or conf.settings is not settings or conf.version != settings.version:
+            conf = self._send_settings = _SendSettings(settings)
+        return conf
+
     def _exchange_routing(self) -> bool:
         """Does this app's broker publish through exchanges (AMQP) or straight to queues?"""
+        broker = self._broker
+        if broker is not None and self._broker_pid == _process.pid():
+            return broker.exchange_routing  # the broker the message goes to
         key = (self.conf.version, os.environ.get("CELERIAC_BROKER_URL"), os.environ.get("CELERY_BROKER_URL"))
         if self._routing_mode is None or self._routing_mode[0] != key:
             self._routing_mode = (key, broker_class(self.broker_url).exchange_routing)
@@ -715,6 +727,7 @@ class Celery:
         eta: datetime | None,
     ) -> None:
         sender = message.task
+        conf = self._sending()
         if signals.before_task_publish.has_listeners():
             signals.before_task_publish.send(
                 sender=sender,
@@ -724,13 +737,13 @@ class Celery:
                 headers=envelope.headers,
                 properties=envelope.properties,
                 declare=[],
-                retry_policy=self.conf.task_publish_retry_policy,
+                retry_policy=conf.retry_policy,
             )
-        policy = self.conf.task_publish_retry_policy or {}
-        retries_left = int(policy.get("max_retries", 3)) if self.conf.task_publish_retry else 0
+        policy = conf.retry_policy or {}
+        retries_left = int(policy.get("max_retries", 3)) if conf.publish_retry else 0
         interval = float(policy.get("interval_start", 0))
         # Retries never stretch a publish past the connection timeout: delay() fails fast.
-        deadline = time.monotonic() + float(self.conf.broker_connection_timeout or 4)
+        deadline = time.monotonic() + conf.connection_timeout
         while True:
             try:
                 broker = self.connection_for_write()
@@ -747,7 +760,7 @@ class Celery:
                 retries_left -= 1
                 time.sleep(interval)
                 interval = min(float(policy.get("interval_max", 1)), interval + float(policy.get("interval_step", 0.2)))
-        if self.conf.task_send_sent_event:
+        if conf.send_sent_event:
             self._send_sent_event(message, exchange, routing_key, queue.name)
         if signals.after_task_publish.has_listeners():
             signals.after_task_publish.send(
@@ -810,6 +823,47 @@ class Celery:
         from .cli import main
 
         main(list(argv or []), app=self)
+
+
+class _SendSettings:
+    """The settings sending a task reads, taken from ``app.conf`` once per change of it.
+
+    ``conf.version`` is bumped on every change, so a snapshot is never stale; reading a
+    dozen settings through ``Settings.__getattr__`` on every ``delay()`` cost more than
+    building the message.
+    """
+
+    __slots__ = (
+        "always_eager",
+        "connection_timeout",
+        "default_priority",
+        "delivery_mode",
+        "ignore_result",
+        "inherit_parent_priority",
+        "max_message_size",
+        "publish_retry",
+        "retry_policy",
+        "send_sent_event",
+        "serializer",
+        "settings",
+        "version",
+    )
+
+    def __init__(self, conf: Settings) -> None:
+        self.settings = conf
+        self.version = conf.version
+        self.serializer = conf.task_serializer
+        self.ignore_result = conf.task_ignore_result
+        priority = conf.task_default_priority
+        self.default_priority = None if priority is None else int(priority)
+        self.delivery_mode = conf.task_default_delivery_mode
+        self.max_message_size = conf.task_max_message_size
+        self.inherit_parent_priority = conf.task_inherit_parent_priority
+        self.publish_retry = conf.task_publish_retry
+        self.retry_policy = conf.task_publish_retry_policy
+        self.connection_timeout = float(conf.broker_connection_timeout or 4)
+        self.send_sent_event = conf.task_send_sent_event
+        self.always_eager = conf.task_always_eager
 
 
 def _eta(now: datetime, countdown: float | None, eta: datetime | str | None) -> datetime | None:

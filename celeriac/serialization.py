@@ -103,16 +103,28 @@ def _json_object_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+# One encoder for every call: json.dumps(obj, default=...) would build a new one each time.
+_json_encoder = json.JSONEncoder(default=_json_default)
+
+
 def json_dumps(obj: Any) -> str:
-    return json.dumps(obj, default=_json_default)
+    """JSON as kombu writes it, byte for byte (json's default separators, ASCII only)."""
+    return _json_encoder.encode(obj)
 
 
 def json_loads(data: str | bytes) -> Any:
+    """Read JSON (as ``json.loads`` does), turning kombu's type tags back into values."""
+    if type(data) is bytes:
+        # json.loads(bytes) does this, then builds a new decoder for the object hook each call.
+        return _json_decoder.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     return json.loads(data, object_hook=_json_object_hook)
 
 
+_json_decoder = json.JSONDecoder(object_hook=_json_object_hook)
+
+
 def _json_encode(obj: Any) -> bytes:
-    return json_dumps(obj).encode("utf-8")
+    return _json_encoder.encode(obj).encode("utf-8")
 
 
 def _pickle_encode(obj: Any) -> bytes:

@@ -292,16 +292,17 @@ class Task(Generic[P, R]):
         if app.autofinalize and not app.finalized:
             # Finalizing applies task_annotations; do it before this task's options are read.
             app.finalize(auto=True)
-        if app.conf.task_always_eager:
+        if app._sending().always_eager:
             options.pop("countdown", None)
             options.pop("eta", None)
             return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error, **options)
-        for key in ("queue", "exchange", "routing_key", "expires", "priority", "time_limit", "soft_time_limit"):
-            if options.get(key) is None:
+        get = options.get
+        for key in _SEND_DEFAULTS:
+            if get(key) is None:
                 value = getattr(self, key, None)
                 if value is not None:
                     options[key] = value
-        if options.get("serializer") is None and self.serializer:
+        if get("serializer") is None and self.serializer:
             options["serializer"] = self.serializer
         if "ignore_result" not in options and self.ignore_result is not None:
             options["ignore_result"] = self.ignore_result
@@ -328,8 +329,17 @@ class Task(Generic[P, R]):
             except (TypeError, ValueError):
                 sig = None
             self.__dict__["_signature_cache"] = sig
+            self.__dict__["_positional_range"] = _positional_range(sig)
         if sig is None:
             return
+        if not kwargs:
+            # The usual call, positional arguments only, to a function of plain parameters: their
+            # count says it all (binding them costs more than the rest of building the message).
+            known = self.__dict__.get("_positional_range")
+            if known is not None:
+                count = len(args) + (1 if self._bind else 0)
+                if known[0] <= count <= known[1]:
+                    return
         try:
             if self._bind:
                 sig.bind(None, *args, **kwargs)
@@ -711,6 +721,20 @@ if TYPE_CHECKING:
 
 else:
     AsyncTask = Task  # one class at run time: the worker tells async tasks apart with Task.is_async
+
+
+# Task attributes that are sending options when the call doesn't give them.
+_SEND_DEFAULTS = ("queue", "exchange", "routing_key", "expires", "priority", "time_limit", "soft_time_limit")
+
+
+def _positional_range(sig: inspect.Signature | None) -> tuple[int, int] | None:
+    """(required, total) for a signature of positional-or-keyword parameters only, else None."""
+    if sig is None:
+        return None
+    params = list(sig.parameters.values())
+    if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params):
+        return None
+    return sum(1 for p in params if p.default is inspect.Parameter.empty), len(params)
 
 
 def _as_list(value: Any) -> list[Any] | None:

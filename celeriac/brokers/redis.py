@@ -64,6 +64,7 @@ from typing import Any, ClassVar, cast
 import redis
 import redis.exceptions
 
+from .._process import new_id
 from .._redis import client_from_url, connection_errors, execute_raw, redis_error
 from ..exceptions import BrokerUnavailable, ImproperlyConfigured, OperationalError
 from ._redis_peek import ListWaiter
@@ -94,6 +95,7 @@ MAX_BLOCK = 1.0  # longest single wait in Redis for a message (see _redis_peek)
 
 _SCRIPTS = Path(__file__).with_name("redis_scripts")
 _PROPERTY_ORDER = ("correlation_id", "reply_to", "delivery_mode")
+_PLACED_PROPERTIES = frozenset({*_PROPERTY_ORDER, "delivery_info", "priority"})
 
 
 def _script(name: str) -> str:
@@ -245,20 +247,21 @@ class RedisBroker(Broker):
 
     # -- publishing --------------------------------------------------------
     def _payload(self, envelope: Envelope, exchange: str, routing_key: str, kombu_priority: int) -> dict[str, Any]:
-        props = dict(envelope.properties)
-        properties: dict[str, Any] = {key: props.pop(key) for key in _PROPERTY_ORDER if key in props}
+        props = envelope.properties
+        properties: dict[str, Any] = {key: props[key] for key in _PROPERTY_ORDER if key in props}
         properties["delivery_info"] = {"exchange": exchange, "routing_key": routing_key}
-        props.pop("delivery_info", None)
-        props.pop("priority", None)
         properties["priority"] = kombu_priority
-        properties.update(props)
+        for key, value in props.items():  # the others, in their order
+            if key not in _PLACED_PROPERTIES:
+                properties[key] = value
         properties["body_encoding"] = "base64"
-        properties["delivery_tag"] = str(uuid.uuid4())
+        properties["delivery_tag"] = new_id()
+        headers = envelope.headers
         return {
             "body": base64.b64encode(envelope.body).decode("ascii"),
             "content-encoding": envelope.content_encoding,
             "content-type": envelope.content_type,
-            "headers": dict(envelope.headers),
+            "headers": headers if type(headers) is dict else dict(headers),
             "properties": properties,
         }
 
@@ -266,9 +269,11 @@ class RedisBroker(Broker):
         self, envelope: Envelope, *, exchange: str, routing_key: str, not_before: datetime | None = None
     ) -> None:
         priority = self.kombu_priority(envelope.priority)
-        payload = self._payload(envelope, exchange, routing_key, priority)
-        data = json.dumps(payload)
-        queues = [routing_key] if not exchange else self._lookup(exchange, routing_key)
+        data = json.dumps(self._payload(envelope, exchange, routing_key, priority))
+        if not exchange:
+            self._call("publishing", execute_raw, self.client, ("LPUSH", self.queue_key(routing_key, priority), data))
+            return
+        queues = self._lookup(exchange, routing_key)
         client = self.client
         if len(queues) == 1:
             self._call("publishing", execute_raw, client, ("LPUSH", self.queue_key(queues[0], priority), data))
