@@ -54,8 +54,9 @@ Wire layout (Celery's):
   ``celery`` queue, durable, bound to the durable direct exchange ``celery`` with routing
   key ``celery``; tasks for a direct exchange are published to the default exchange ``""``
   with the queue's name as routing key, for topic/fanout exchanges to the exchange;
-* properties and headers are those kombu sends (``_amqp_wire``); aiormq adds a random
-  ``message_id``, which Celery ignores;
+* properties and headers are those kombu sends (``_amqp_wire``); the broker's own moves
+  (parking, dead-lettering, broadcasts) go through aiormq's ``basic_publish``, which adds a
+  random ``message_id``; Celery ignores it;
 * queue types: classic, priority (``x-max-priority``) and quorum (``x-queue-type``).
 
 Flow: ``basic.qos`` allows the worker as many unacked messages as it asks for with
@@ -109,7 +110,9 @@ import aio_pika.exceptions
 import aiormq
 import aiormq.exceptions
 import pamqp.exceptions
+from aiormq.abc import ChannelFrame
 from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 
 from .. import signals
 from ..exceptions import BrokerUnavailable, ImproperlyConfigured, OperationalError
@@ -170,6 +173,16 @@ _CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncio.CancelledError,
 )
 _QUEUED, _SENT, _IDLE = 0, 1, 2
+WRITE_BATCH = 256  # messages per frame write
+
+
+class _BatchNotWritten(Exception):
+    pass
+
+
+def _batched_writes(channel: aiormq.Channel) -> bool:
+    """Does this aiormq channel have what :meth:`AMQPBroker._write_batch` uses?"""
+    return all(hasattr(channel, name) for name in ("confirmations", "delivery_tag", "write_queue", "_split_body"))
 
 
 class _Outgoing:
@@ -633,23 +646,81 @@ class AMQPBroker(Broker):
                 item.state = _IDLE
             self._kick_republisher()
             return
-        for item in batch:
-            self._send(channel, item)
+        self._send(channel, batch)
 
-    def _send(self, channel: aiormq.Channel, item: _Outgoing) -> None:
-        item.state = _SENT
-        item.attempt += 1
+    def _send(self, channel: aiormq.Channel, items: list[_Outgoing]) -> None:
+        """Publish ``items`` in order: one write of a few hundred messages at a time (one
+        ``send()`` for them all), their confirms awaited through aiormq's own futures."""
+        if not items:
+            return
+        for item in items:
+            item.state = _SENT
+            item.attempt += 1
         assert self._io is not None
-        task = self._io.loop.create_task(
-            channel.basic_publish(
-                item.body,
-                exchange=item.exchange,
-                routing_key=item.routing_key,
-                properties=item.properties,
-                wait=False,
+        if not _batched_writes(channel):
+            self._send_one_by_one(channel, items)
+            return
+        for start in range(0, len(items), WRITE_BATCH):
+            chunk = items[start : start + WRITE_BATCH]
+            task = self._io.loop.create_task(self._write_batch(channel, chunk))
+            task.add_done_callback(partial(self._on_batch_written, channel, chunk, [i.attempt for i in chunk]))
+
+    def _send_one_by_one(self, channel: aiormq.Channel, items: list[_Outgoing]) -> None:
+        """aiormq's ``basic_publish``, a task per message (when a batch can't be written, or aiormq changed)."""
+        assert self._io is not None
+        for item in items:
+            task = self._io.loop.create_task(
+                channel.basic_publish(
+                    item.body,
+                    exchange=item.exchange,
+                    routing_key=item.routing_key,
+                    properties=item.properties,
+                    wait=False,
+                )
             )
-        )
-        task.add_done_callback(partial(self._on_confirm, item, item.attempt))
+            task.add_done_callback(partial(self._on_confirm, item, item.attempt))
+
+    async def _write_batch(self, channel: aiormq.Channel, items: list[_Outgoing]) -> None:
+        # What aiormq's basic_publish does for one message, for several in one frame write: take
+        # the next delivery tags, register a confirmation future for each, queue the frames.
+        async with channel.lock:
+            first = channel.delivery_tag
+            futures: list[asyncio.Future[Any]] = []
+            try:
+                frames: list[Any] = []
+                for item in items:
+                    channel.delivery_tag += 1
+                    future = channel.create_future()
+                    channel.confirmations[channel.delivery_tag] = future
+                    futures.append(future)
+                    frames.append(Basic.Publish(exchange=item.exchange, routing_key=item.routing_key))
+                    frames.append(ContentHeader(properties=item.properties, body_size=len(item.body)))
+                    frames.extend(channel._split_body(item.body))
+                payload = ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+            except Exception as exc:  # nothing was sent: undo, then one by one finds the culprit
+                for tag in range(first + 1, channel.delivery_tag + 1):
+                    channel.confirmations.pop(tag, None)
+                for future in futures:
+                    future.cancel()
+                channel.delivery_tag = first
+                raise _BatchNotWritten from exc
+            await channel.write_queue.put(payload)
+        for item, future in zip(items, futures, strict=True):
+            future.add_done_callback(partial(self._on_confirm, item, item.attempt))
+
+    def _on_batch_written(
+        self, channel: aiormq.Channel, items: list[_Outgoing], attempts: list[int], task: asyncio.Task[None]
+    ) -> None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is None and not task.cancelled():
+            return
+        current = [item for item, attempt in zip(items, attempts, strict=True) if item.attempt == attempt]
+        if isinstance(exc, _BatchNotWritten) and not channel.is_closed:
+            self._send_one_by_one(channel, current)
+            return
+        for item in current:
+            item.state = _IDLE
+        self._kick_republisher()
 
     def _resend_unconfirmed(self) -> None:
         """On a new publishing channel: send again, in order, what the old one left unconfirmed."""
@@ -661,10 +732,9 @@ class AMQPBroker(Broker):
         if items:
             logger.warning("Publishing %d unconfirmed message%s again on %s", len(items),
                            "s" if len(items) != 1 else "", self._where())  # fmt: skip
-        for item in items:
-            self._send(channel, item)
+        self._send(channel, items)
 
-    def _on_confirm(self, item: _Outgoing, attempt: int, task: asyncio.Task[Any]) -> None:
+    def _on_confirm(self, item: _Outgoing, attempt: int, task: asyncio.Future[Any]) -> None:
         if item.attempt != attempt or item.serial not in self._outstanding:
             return  # sent again since (or given up): this answer is for an older attempt
         exc = asyncio.CancelledError() if task.cancelled() else task.exception()
