@@ -115,6 +115,11 @@ class Consumer:
         self.events: Any = None  # an EventDispatcher, set by the worker when it sends events
         self.last_loop = time.monotonic()  # for health checks: a stuck loop stops moving this
 
+    @property
+    def fetch_batch(self) -> int:
+        """How much room the loop waits for before it fetches again while requests are waiting."""
+        return max(1, self.prefetch_limit // 4)
+
     # -- the loop ----------------------------------------------------------------
     @property
     def connected(self) -> bool:
@@ -126,8 +131,10 @@ class Consumer:
             self.last_loop = time.monotonic()
             self._dispatch()
             room = self.prefetch_limit - self.outstanding()
-            if room > 0:
-                waiting = bool(self._ready)
+            waiting = bool(self._ready)
+            # While requests wait for a slot, fetch only once a batch of room has freed: a broker
+            # round trip per finished task would cost more than the task at high concurrency.
+            if room >= (self.fetch_batch if waiting else 1):
                 timeout = 0.0 if waiting else self._idle_timeout()
                 try:
                     deliveries = self.broker.get(self.queues, max_messages=room, timeout=timeout)
@@ -252,21 +259,22 @@ class Consumer:
         if task is None:
             self._unknown_task(delivery, message.task, message.id)
             return
-        request = Request(delivery=delivery, message=message, task=task, hostname=self.hostname)
-        logger.info("Task %s[%s] received", request.name, request.id)
-        m = message
-        self._event(
-            "task-received", uuid=m.id, name=m.task, args=m.argsrepr, kwargs=m.kwargsrepr, root_id=m.root_id,
-            parent_id=m.parent_id, retries=m.retries, eta=m.eta, expires=m.expires,
-        )  # fmt: skip
-        self.state.reserved[request.id] = request
+        request = Request(delivery, message, task, self.hostname)
+        logger.info("Task %s[%s] received", message.task, message.id)
+        if self.events is not None:
+            m = message
+            self._event(
+                "task-received", uuid=m.id, name=m.task, args=m.argsrepr, kwargs=m.kwargsrepr, root_id=m.root_id,
+                parent_id=m.parent_id, retries=m.retries, eta=m.eta, expires=m.expires,
+            )  # fmt: skip
+        self.state.reserved[message.id] = request
         signals.task_received.send(sender=self, request=request)
-        if self.state.is_revoked(request.id):
+        if message.id in self.state.revoked:
             self._discard_revoked(request, "revoked")
             return
-        eta = request.eta()
-        now = datetime.now(timezone.utc)
-        if eta is not None and eta > now:
+        eta = request.eta() if message.eta else None
+        now = datetime.now(timezone.utc) if eta is not None else None
+        if eta is not None and now is not None and eta > now:
             if (eta - now).total_seconds() > DEFER_AFTER:
                 later.append((request, eta))
                 return
@@ -364,17 +372,18 @@ class Consumer:
                 if not self._ready or self.pool.free_slots() <= 0:
                     return
                 request = self._ready.popleft()
-            if request.is_expired():
+            if request.message.expires and request.is_expired():
                 self._discard_revoked(request, "expired")
                 continue
-            if self.state.is_revoked(request.id):
+            if request.message.id in self.state.revoked:
                 self._discard_revoked(request, "revoked")
                 continue
             self._start(request)
 
     def _start(self, request: Request) -> None:
         request.started = time.time()
-        self._event("task-started", uuid=request.id)
+        if self.events is not None:
+            self._event("task-started", uuid=request.id)
         with self._lock:
             self.state.reserved.pop(request.id, None)
             self.state.active[request.id] = request

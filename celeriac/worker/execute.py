@@ -38,10 +38,11 @@ REQUEUE = "requeue"
 DEAD_LETTER = "reject"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """How a task ended. Crosses the process boundary in prefork, so it holds only plain values
-    (``retval``/``exc`` are kept only for eager calls, in-process)."""
+    (``retval``/``exc`` are kept only for eager calls, in-process). Not changed once made (not
+    frozen only because a frozen dataclass costs several times as much to make, once per task)."""
 
     task_id: str
     task_name: str
@@ -58,9 +59,12 @@ class Outcome:
     exc: BaseException | None = None
 
     def without_objects(self) -> Outcome:
-        from dataclasses import replace
-
-        return replace(self, retval=None, exc=None)
+        if self.retval is None and self.exc is None:
+            return self
+        return Outcome(
+            self.task_id, self.task_name, self.state, self.runtime, self.message_action, self.retval_repr,
+            self.exc_repr, self.exc_type, self.traceback, self.retry_reason, self.stored,
+        )  # fmt: skip
 
 
 class ExceptionInfo:
@@ -355,6 +359,8 @@ def _on_failure(
 
 def _apply_callbacks(app: Celery, ctx: Context, retval: Any) -> None:
     """Send the ``link`` callbacks with the value, then the chain's next step (raises if one can't go)."""
+    if not ctx.callbacks and not ctx.chain:
+        return
     from ..canvas import group, signature
 
     callbacks = [signature(c, app=app) for c in ctx.callbacks or ()]

@@ -49,8 +49,10 @@ class Request:
 
     def context(self) -> dict[str, Any]:
         """The fields of ``task.request`` for this call."""
+        return self._context(self.time_limits())
+
+    def _context(self, limits: tuple[float | None, float | None]) -> dict[str, Any]:
         m = self.message
-        hard, soft = self.time_limits()
         delivery_info = {
             "exchange": self.delivery.exchange,
             "routing_key": self.delivery.routing_key or self.delivery.queue,
@@ -80,7 +82,7 @@ class Request:
             "root_id": m.root_id,
             "parent_id": m.parent_id,
             "origin": m.origin,
-            "timelimit": (hard, soft),
+            "timelimit": limits,
             "ignore_result": m.ignore_result,
             "headers": dict(m.extra_headers),
             "shadow": m.shadow,
@@ -90,9 +92,10 @@ class Request:
             "properties": {"priority": m.priority, "correlation_id": m.correlation_id, "reply_to": m.reply_to},
         }
         # Celery exposes custom headers as request attributes too (self.request.my_header).
-        for key, value in m.extra_headers.items():
-            if isinstance(key, str) and key.isidentifier() and key not in fields:
-                fields[key] = value
+        if m.extra_headers:
+            for key, value in m.extra_headers.items():
+                if isinstance(key, str) and key.isidentifier() and key not in fields:
+                    fields[key] = value
         return fields
 
     def info(self, safe: bool = False) -> dict[str, Any]:
@@ -117,5 +120,6 @@ class Request:
         }
 
     def job(self) -> Job:
-        hard, soft = self.time_limits()
-        return Job(task_name=self.name, task_id=self.id, request=self.context(), time_limit=hard, soft_time_limit=soft)
+        limits = self.time_limits()
+        m = self.message
+        return Job(m.task, m.id, self._context(limits), limits[0], limits[1])

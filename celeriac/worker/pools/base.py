@@ -23,9 +23,10 @@ __all__ = ["Job", "Outcome", "Pool", "run_job"]
 logger = logging.getLogger("celeriac.worker")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Job:
-    """One task call handed to a pool; picklable, as it crosses the process boundary in prefork."""
+    """One task call handed to a pool; picklable, as it crosses the process boundary in prefork.
+    Not changed once made (not frozen: a frozen dataclass costs several times as much to make)."""
 
     task_name: str
     task_id: str
@@ -153,8 +154,8 @@ def _run_job(app: Celery, job: Job, hard_limit_in_process: bool) -> Outcome:
     task = app.tasks[job.task_name]
     ctx = Context(**job.request)
     armed = False
-    if threading.current_thread() is threading.main_thread():
-        hard = job.time_limit if hard_limit_in_process else None
+    hard = job.time_limit if hard_limit_in_process else None
+    if (job.soft_time_limit or hard) and threading.current_thread() is threading.main_thread():
         armed = _Alarms(job.soft_time_limit, hard).arm()
     try:
         return execute(app, task, ctx)

@@ -11,15 +11,18 @@ soft ones are raised inside the task by SIGALRM.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ... import signals, states
@@ -47,12 +50,15 @@ class _Child:
     exiting: bool = False
     ready: bool = False  # said "ready" after start-up
     accepted: bool = False  # said "accepted" for its current job
+    dead: bool = False  # found dead by submit(), not reaped yet: no job goes to it
     spawned: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def usable(self) -> bool:
-        return self.ready and self.job is None and not self.exiting and self.process.is_alive()
+        # No is_alive() here (a waitpid() per child each time the consumer looks for a slot):
+        # a child that died is seen by its sentinel in the collector, or by submit().
+        return self.ready and self.job is None and not self.exiting and not self.dead
 
     @property
     def pid(self) -> int:
@@ -101,7 +107,8 @@ def _child_main(
                 break
             if job is None:
                 break
-            conn.send(("accepted", job.task_id))
+            job = Job(*job)
+            conn.send_bytes(ACCEPTED)
             try:
                 outcome = run_job(app, job)
             except BaseException as exc:  # the task machinery itself failed
@@ -115,7 +122,7 @@ def _child_main(
                     exc_type=type(exc).__name__,
                     stored=False,
                 )
-            conn.send(outcome.without_objects())
+            conn.send_bytes(_dumps(("done", _outcome_fields(outcome))))
             done += 1
             if max_tasks and done >= max_tasks:
                 break
@@ -153,6 +160,7 @@ class PreforkPool(Pool):
         # building one under a lock another thread may hold at fork time.
         self.app.backend  # noqa: B018
         self._running = True
+        _settle_heap()
         with self._lock:
             for index in range(1, self.concurrency + 1):
                 self._children.append(self._spawn(index))
@@ -218,7 +226,13 @@ class PreforkPool(Pool):
 
     def submit(self, job: Job, on_done: OnDone) -> None:
         with self._lock:
-            child = next((c for c in self._children if c.usable), None)
+            child = None
+            for candidate in self._children:
+                if candidate.usable:
+                    if candidate.process.is_alive():
+                        child = candidate
+                        break
+                    candidate.dead = True
             if child is None:
                 raise RuntimeError("no free process in the pool (check free_slots() before submit)")
             # The collector reads these without the lock (_find_stuck): the job goes last, so it never
@@ -228,7 +242,10 @@ class PreforkPool(Pool):
             child.deadline = child.started + job.time_limit if job.time_limit else None
             child.job = job
         try:
-            child.conn.send(job)
+            # A plain tuple through pickle's C code: ForkingPickler and a dataclass' __getstate__
+            # cost more than the rest of the hand-over.
+            payload = _dumps((job.task_name, job.task_id, job.request, job.time_limit, job.soft_time_limit))
+            child.conn.send_bytes(payload)
         except OSError:
             # The child died between free_slots() and now: the task never ran, so it goes back.
             with self._lock:
@@ -252,7 +269,8 @@ class PreforkPool(Pool):
                 )
             )
             return
-        self._wake()
+        if job.time_limit:
+            self._wake()  # the collector's next wait must end by this job's deadline
 
     def terminate_job(self, task_id: str, signum: int) -> bool:
         with self._lock:
@@ -311,17 +329,23 @@ class PreforkPool(Pool):
 
     def _receive(self, child: _Child) -> None:
         try:
-            message = child.conn.recv()
+            data = child.conn.recv_bytes()
         except (EOFError, OSError):
             return  # the child died; its sentinel reports it
-        if isinstance(message, tuple):
-            if message[0] == "ready":
-                child.ready = True
-                self._capacity_changed()
-            elif message[0] == "accepted":
-                child.accepted = True
+        if data == ACCEPTED:
+            child.accepted = True
             return
-        self._finish(child, message)
+        try:
+            # What Connection.recv() does: this pipe only ever carries what this pool's own child sent.
+            message = ForkingPickler.loads(data)
+        except Exception:
+            logger.exception("unreadable message from pool process %d", child.pid)
+            return
+        if message[0] == "done":
+            self._finish(child, Outcome(*message[1]))
+        elif message[0] == "ready":
+            child.ready = True
+            self._capacity_changed()
 
     def _finish(self, child: _Child, outcome: Outcome) -> None:
         with self._lock:
@@ -387,7 +411,9 @@ class PreforkPool(Pool):
         inherited mid-use across fork): kill it so it is replaced, instead of a pool that silently stops."""
         now = time.monotonic()
         for child in children:
-            if not child.process.is_alive() or child.extra.get("stuck"):
+            if child.ready and (child.job is None or child.accepted):
+                continue  # the usual case, decided without a system call
+            if child.extra.get("stuck") or not child.process.is_alive():
                 continue
             if not child.ready and now - child.spawned > self.alive_timeout:
                 logger.error("Timed out waiting for UP message from %r (pid %d): replacing it",
@@ -439,6 +465,37 @@ class PreforkPool(Pool):
             child.conn.close()
         self._wake()
         return len(removed)
+
+
+def _settle_heap() -> None:
+    """Before the first fork: collect start-up garbage and hand freed heap back to the system, so
+    children don't inherit it (every page the parent has when it forks counts in each child's
+    resident size too); freeze the survivors, so no child's collection writes to the pages it
+    shares with the parent (CPython's advice for fork without exec). Done once: what a later
+    freeze caught would never be collected in the parent."""
+    gc.collect()
+    gc.freeze()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass  # not glibc
+
+
+ACCEPTED = b"A"  # a child took its job (never a pickle: those start with the PROTO opcode, 0x80)
+
+
+def _dumps(obj: Any) -> bytes:
+    return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+
+
+def _outcome_fields(outcome: Outcome) -> tuple[Any, ...]:
+    """An outcome as the plain values the parent rebuilds it from (without the task's objects)."""
+    o = outcome
+    return (o.task_id, o.task_name, o.state, o.runtime, o.message_action, o.retval_repr, o.exc_repr,
+            o.exc_type, o.traceback, o.retry_reason, o.stored)  # fmt: skip
 
 
 def _kill(process: Any, signum: int) -> None:

@@ -57,6 +57,7 @@ class ThreadPool(Pool):
         self._threads: set[threading.Thread] = set()
         self._stopping = False
         self._serial = 0
+        self._limits = False  # a job with a time limit was submitted: the monitor has work
         for _ in range(self.concurrency):
             self._spawn()
         self._monitor = threading.Thread(target=self._watch, name="ThreadPoolTimeLimits", daemon=True)
@@ -71,6 +72,8 @@ class ThreadPool(Pool):
     def submit(self, job: Job, on_done: OnDone) -> None:
         with self._lock:
             self._queued += 1
+            if job.time_limit or job.soft_time_limit:
+                self._limits = True
         self._jobs.put((job, on_done))
 
     def _work(self) -> None:
@@ -101,6 +104,9 @@ class ThreadPool(Pool):
 
     def _watch(self) -> None:
         while not self._stopping:
+            if not self._limits:
+                time.sleep(0.05)
+                continue
             now = time.monotonic()
             expired: list[tuple[int, _Running]] = []
             with self._lock:
