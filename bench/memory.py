@@ -16,7 +16,7 @@ from pathlib import Path
 from bench import plots, scenarios
 from bench.core import mib
 from bench.harness import Loaded, progress, ready_worker, retrying
-from bench.procs import RssSampler, descendants, tree_rss_kib
+from bench.procs import RssSampler, descendants, tree_pss_kib, tree_rss_kib
 from bench.section import Section
 from bench.settings import Settings
 from bench.tables import table
@@ -35,6 +35,7 @@ class MemoryFigures:
     peak_mib: float  # sampled every 50 ms through the run
     tenth_mib: float  # after the first tenth of the tasks
     end_mib: float  # after all of them
+    pss_end_mib: float  # summed PSS after all of them: shared pages divided among their sharers
     curve: list[tuple[int, float]] = field(default_factory=list)  # (tasks done, MiB) after each chunk
 
     @property
@@ -60,6 +61,7 @@ def run_once(client: scenarios.Client, pool: str, settings: Settings, workdir: P
                 if done % (total // 10 or 1) < CHUNK:
                     progress(f"  {done:,} tasks: {curve[-1][1]:.1f} MiB")
                     gc.collect()
+        pss_end = mib(tree_pss_kib(descendants(worker.pid)))
     tenth = next(m for n, m in curve if n >= total // 10)
     return MemoryFigures(
         system=client.system,
@@ -70,6 +72,7 @@ def run_once(client: scenarios.Client, pool: str, settings: Settings, workdir: P
         peak_mib=max(mib(sampler.peak_kib), idle),
         tenth_mib=tenth,
         end_mib=curve[-1][1],
+        pss_end_mib=pss_end,
         curve=curve,
     )
 
@@ -91,6 +94,7 @@ def body(summary: Sequence[MemoryFigures]) -> str:
             f"{f.end_mib:.1f}",
             f"{f.growth_mib:+.1f}",
             f"{f.peak_mib / base.peak_mib:.2f}x" if base else "n/a",
+            f"{f.pss_end_mib:.1f}",
         ]
         for f in summary
     ]
@@ -104,8 +108,15 @@ def body(summary: Sequence[MemoryFigures]) -> str:
         "after all (MiB)",
         "growth (MiB)",
         "peak / Celery prefork",
+        "PSS after all (MiB)",
     ]
-    return table(headers, rows) + "\n\nWorker process tree. Lower is better; growth near 0 means no leak."
+    note = (
+        "Worker process tree, summed VmRSS (a page shared by several processes counts in each). Lower is "
+        "better; growth near 0 means no leak. The last column, for information only, is the summed PSS "
+        "(each shared page divided among the processes sharing it) after all the tasks; the ratio is "
+        "taken on VmRSS."
+    )
+    return table(headers, rows) + "\n\n" + note
 
 
 def draw(summary: Sequence[MemoryFigures], img_dir: Path) -> dict[str, Path]:

@@ -154,6 +154,23 @@ def rss_kib(pid: int) -> int | None:
     return 0  # a zombie has no VmRSS line
 
 
+def pss_kib(pid: int) -> int | None:
+    """Proportional set size of one process in KiB (each shared page divided among its sharers), or None."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return 0
+
+
+def tree_pss_kib(pids: set[int]) -> int:
+    """Summed PSS of ``pids`` (the processes still there): pages shared by fork count once in all."""
+    return sum(pss or 0 for pss in map(pss_kib, pids))
+
+
 def tree_rss_kib(pids: set[int]) -> tuple[int, bool]:
     """Summed VmRSS of ``pids``, and whether one of them was gone."""
     total, vanished = 0, False
