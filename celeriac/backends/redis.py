@@ -177,23 +177,25 @@ class RedisBackend(KeyValueBackend):
                 return meta
         deadline = None if timeout is None else time.monotonic() + timeout
         listener = self._listener()
+        # Subscribed to the result's channel, and its key read once the subscription is in effect
+        # (one round trip on RESP3): a result stored just before is read, one stored after is heard.
         waiter = listener.add(self.task_key(task_id))
         try:
             while True:
-                if not listener.wait(waiter, subscribed_only=True, deadline=deadline):
+                if not listener.wait(waiter, deadline=deadline):
                     raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
-                # Stored before the subscription took effect? Read the key once subscribed.
-                meta = self.get_meta(task_id)
-                while not meta.ready:
-                    if not listener.wait(waiter, subscribed_only=False, deadline=deadline):
-                        raise TimeoutError(f"The operation timed out waiting for task {task_id}.")
-                    waiter.event.clear()
-                    data = waiter.data
-                    if data is None:
-                        break  # reconnected: subscribe again, then re-read the key
+                waiter.event.clear()
+                if waiter.error is not None:
+                    waiter.error = None
+                    meta = self.get_meta(task_id)  # raises what reading the key raises
+                    if meta.ready:
+                        return meta
+                    continue
+                data = waiter.data
+                if data is not None:
                     meta = self.decode_meta(data, task_id)
-                if meta.ready:
-                    return meta
+                    if meta.ready:
+                        return meta
         finally:
             listener.remove(waiter)
 

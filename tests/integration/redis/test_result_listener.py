@@ -6,9 +6,12 @@ import gc
 import threading
 import time
 
+import pytest
 import redis
 
 from celeriac import Celery
+from celeriac.backends import _redis_listener as listener_module
+from celeriac.backends._redis_listener import ResultListener
 
 
 def test_thousands_of_waits_leave_no_subscriptions(redis_url: str, rclient: redis.Redis) -> None:
@@ -31,10 +34,11 @@ def test_thousands_of_waits_leave_no_subscriptions(redis_url: str, rclient: redi
     assert [app.AsyncResult(task_id).get(timeout=10) for task_id in ids] == ids
     thread.join(30)
     deadline = time.time() + 10
-    while (listener._waiters or rclient.pubsub_channels(b"celery-task-meta-*")) and time.time() < deadline:
+    while (listener._waiters or rclient.pubsub_channels(b"celery-task-meta-wait-*")) and time.time() < deadline:
         time.sleep(0.05)
     assert listener._waiters == {} and listener._confirmed == set()
-    assert rclient.pubsub_channels(b"celery-task-meta-*") == []
+    # Only this test's channels: PUBSUB CHANNELS is server-wide, other databases' clients share it.
+    assert rclient.pubsub_channels(b"celery-task-meta-wait-*") == []
     app.close()
 
 
@@ -58,3 +62,74 @@ def test_reading_100000_results_does_not_grow_memory(redis_url: str, rclient: re
     assert total == sum(range(100_000))
     assert kept < 1_000, f"{kept} objects kept after reading 100,000 results"
     app.close()
+
+
+def _wait(listener: ResultListener, key: str, timeout: float = 5) -> bytes:
+    """A get() on ``key`` as the backend does it: until a value starting with b"done" is seen."""
+    waiter = listener.add(key)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert listener.wait(waiter, deadline=deadline), f"no value for {key} in {timeout}s"
+            waiter.event.clear()
+            if waiter.error is not None:
+                raise waiter.error
+            if waiter.data is not None and waiter.data.startswith(b"done"):
+                return waiter.data
+    finally:
+        listener.remove(waiter)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_listener_reads_what_was_stored_before_and_hears_what_comes_after(
+    redis_url: str, protocol: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = redis.Redis.from_url(redis_url, protocol=protocol)
+    listener = ResultListener(client)
+    if protocol == 3:
+        # RESP3: the key is read on the listener's own connection, in the write that subscribes.
+        monkeypatch.setattr(listener_module, "execute_raw", None)
+    client.set("before", "done-before")
+    assert _wait(listener, "before") == b"done-before"
+    assert listener._resp3 is (protocol == 3)
+
+    def store_later() -> None:
+        time.sleep(0.2)
+        client.set("after", "done-after")
+        client.publish("after", "done-after")
+
+    thread = threading.Thread(target=store_later)
+    thread.start()
+    assert _wait(listener, "after") == b"done-after"
+    thread.join()
+    client.rpush("a-list", "x")
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        _wait(listener, "a-list")
+    time.sleep(0.1)
+    assert listener._waiters == {} and client.pubsub_channels("*after*") == []
+    listener.close()
+    client.close()
+
+
+def test_listener_resubscribes_and_rereads_after_its_connection_is_cut(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    listener = ResultListener(client)
+    waiter = listener.add("cut")
+    assert listener.wait(waiter, deadline=time.monotonic() + 5) and waiter.data is None  # read: not there yet
+    waiter.event.clear()
+    # Cut the listener's connection, then store without a PUBLISH: only the read after resubscribing sees it.
+    (own,) = [
+        c
+        for c in client.client_list()
+        if int(c.get("sub", 0)) > 0 and c["db"] == str(client.get_connection_kwargs()["db"])
+    ]
+    client.client_kill_filter(_id=own["id"])
+    client.set("cut", "done-cut")
+    deadline = time.monotonic() + 5
+    while waiter.data is None:
+        assert listener.wait(waiter, deadline=deadline)
+        waiter.event.clear()
+    assert waiter.data == b"done-cut"
+    listener.remove(waiter)
+    listener.close()
+    client.close()
