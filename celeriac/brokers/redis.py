@@ -404,7 +404,8 @@ class RedisBroker(Broker):
             return self._parse(queue, tag, raw)
         try:
             return self._parse(queue, tag, raw)
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than Python's parser goes, which Redis' cjson read.
             # JSON with a delivery tag but not an envelope (a bad base64 body, headers that aren't a
             # mapping): handed on under its tag, so the worker dead-letters it and takes the next one.
             logger.debug("malformed message %s: %s", tag, exc)

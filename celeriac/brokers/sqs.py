@@ -702,7 +702,7 @@ def _parse_body(text: str) -> dict[str, Any] | None:
             return None
     try:
         payload = json.loads(candidate)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python's parser goes
         return None
     return payload if isinstance(payload, dict) and isinstance(payload.get("properties", {}), dict) else None
 
@@ -713,18 +713,20 @@ def _delivery(queue: str, message: Mapping[str, Any]) -> Delivery:
     tag = str(message.get("ReceiptHandle") or "")
     received = int((message.get("Attributes") or {}).get("ApproximateReceiveCount") or 1)
     payload = _parse_body(text)
+    malformed = Delivery(Envelope(raw, {}, {}, MALFORMED, "binary"), queue, tag, received > 1, "", queue, raw=raw)
     if payload is None:
         # Handed on so the worker logs and dead-letters it (content type nobody accepts).
-        return Delivery(Envelope(raw, {}, {}, MALFORMED, "binary"), queue, tag, received > 1, "", queue, raw=raw)
-    props = dict(payload.get("properties") or {})
-    info = dict(props.get("delivery_info") or {})
+        return malformed
+    try:
+        props = dict(payload.get("properties") or {})
+        info = dict(props.get("delivery_info") or {})
+        body = payload.get("body", "")
+        body_bytes = base64.b64decode(body) if props.get("body_encoding") == "base64" else str(body).encode()
+    except (binascii.Error, ValueError, TypeError):
+        # delivery_info or body of the wrong type: one bad message must not fail the whole receive.
+        return malformed
     info["redelivered"] = received > 1
     props["delivery_info"] = info
-    body = payload.get("body", "")
-    try:
-        body_bytes = base64.b64decode(body) if props.get("body_encoding") == "base64" else str(body).encode()
-    except (binascii.Error, ValueError):
-        return Delivery(Envelope(raw, {}, {}, MALFORMED, "binary"), queue, tag, received > 1, "", queue, raw=raw)
     headers = payload.get("headers")
     envelope = Envelope(
         body=body_bytes,

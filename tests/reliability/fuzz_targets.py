@@ -14,8 +14,7 @@ on to be dead-lettered: it never raises, or it would fail the whole batch it cam
 a message (``ContentDisallowed``, ``DecodeError``, ``InvalidTaskError``). Any other exception is a
 crash; so is unpickling anything (pickle is never accepted here: its decoder is replaced by one
 that raises ``Unpickled``, a ``BaseException`` no ``except Exception`` can swallow), and so is an
-input that takes longer than libFuzzer's ``-timeout``. (Broker parser defects already known are
-skipped over, see ``KNOWN_BUGS``, unless ``CELERIAC_FUZZ_STRICT=1``.)
+input that takes longer than libFuzzer's ``-timeout``.
 
 The corpus is seeded with real messages: celeriac's own envelopes, and what Celery 5 sends
 (protocol 2 and 1, json, msgpack, yaml and pickle, with ETAs, time limits and canvas), taken from
@@ -33,13 +32,12 @@ atheris' instrumentation.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import re
 import struct
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -126,8 +124,7 @@ def redis_target(data: bytes) -> None:
     """
     s = setup()
     tag = "fuzz-tag" if json_depth(data) <= CJSON_MAX_DEPTH else ""
-    with known_bugs("redis"):
-        delivery = s.redis._delivery("celery", tag, data)
+    delivery = s.redis._delivery("celery", tag, data)
     check_delivery(delivery, tag, "celery")
     check_decode(delivery.envelope, s.accept_json)
 
@@ -157,30 +154,6 @@ def json_depth(data: bytes) -> int:
     return deepest
 
 
-# Broker parsers (celeriac/brokers) that raise on some malformed items, each pinned by a strict
-# xfail in test_fuzz_atheris.py. Tolerated here, in the broker step only, so the fuzzer keeps looking
-# for other failures; CELERIAC_FUZZ_STRICT=1 (scripts/fuzz.py --strict) reports them as crashes.
-KNOWN_BUGS: dict[str, tuple[type[BaseException], ...]] = {
-    "redis": (RecursionError,),  # _parse: json.loads of an item nested ~990 deep (cjson takes it)
-    "sqs": (ValueError, TypeError, RecursionError),  # _delivery: delivery_info/body of the wrong type, deep JSON
-}
-
-
-class _Skip(Exception):
-    """The input hit a known broker bug: nothing more to check for it."""
-
-
-@contextlib.contextmanager
-def known_bugs(target: str) -> Iterator[None]:
-    if os.environ.get("CELERIAC_FUZZ_STRICT") == "1":
-        yield
-        return
-    try:
-        yield
-    except KNOWN_BUGS[target] as exc:
-        raise _Skip() from exc
-
-
 def sqs_target(data: bytes) -> None:
     """An SQS message body (a str: SQS carries text)."""
     from celeriac.brokers.sqs import _delivery
@@ -191,8 +164,7 @@ def sqs_target(data: bytes) -> None:
         "ReceiptHandle": "r",
         "Attributes": {"ApproximateReceiveCount": "1"},
     }
-    with known_bugs("sqs"):
-        delivery = _delivery("celery", message)
+    delivery = _delivery("celery", message)
     check_delivery(delivery, "r", "celery")
     check_decode(delivery.envelope, s.accept_json)
 
@@ -273,20 +245,9 @@ def _json(value: Any) -> bytes:
     return _NESTED.sub(lambda m: b"[" * int(m[1]) + b"]" * int(m[1]), text)
 
 
-def _tolerant(target: Callable[[bytes], None]) -> Callable[[bytes], None]:
-    def run(data: bytes) -> None:
-        try:
-            target(data)
-        except _Skip:
-            pass
-
-    run.__name__ = target.__name__
-    return run
-
-
 TARGET_FUNCTIONS: dict[str, Callable[[bytes], None]] = {
-    "redis": _tolerant(redis_target),
-    "sqs": _tolerant(sqs_target),
+    "redis": redis_target,
+    "sqs": sqs_target,
     "amqp": amqp_target,
     "protocol": protocol_target,
 }
@@ -594,6 +555,18 @@ def write_seeds(target: str, directory: Path) -> int:
 # -- running under atheris -------------------------------------------------------------------------
 
 
+def _with_canary(target: Callable[[bytes], None], canary: bytes) -> Callable[[bytes], None]:
+    """The target, failing on one input: shows that a failure is reported and its input kept."""
+
+    def run(data: bytes) -> None:
+        if data == canary:
+            raise AssertionError("canary input")
+        target(data)
+
+    run.__name__ = target.__name__
+    return run
+
+
 def main(argv: list[str]) -> None:
     """``fuzz_targets TARGET [libFuzzer arguments, corpus directories]``."""
     import atheris
@@ -608,7 +581,10 @@ def main(argv: list[str]) -> None:
         import celeriac.protocol
         import celeriac.serialization  # noqa: F401
     setup()
-    atheris.Setup([argv[0], *argv[2:]], TARGET_FUNCTIONS[target], custom_mutator=custom_mutator(target))
+    function = TARGET_FUNCTIONS[target]
+    if os.environ.get("CELERIAC_FUZZ_CANARY"):
+        function = _with_canary(function, os.environ["CELERIAC_FUZZ_CANARY"].encode())
+    atheris.Setup([argv[0], *argv[2:]], function, custom_mutator=custom_mutator(target))
     atheris.Fuzz()
 
 

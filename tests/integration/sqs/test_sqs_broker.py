@@ -304,11 +304,11 @@ def test_unreachable_endpoint_fails_fast(dead_endpoint: str, aws_env: dict[str, 
     started = time.monotonic()
     with pytest.raises(BrokerUnavailable):
         broker.open()
-    assert time.monotonic() - started < 1.5 + 1
+    assert time.monotonic() - started < 1.5 + 4
     started = time.monotonic()
     with pytest.raises(OperationalError):
         broker.publish(envelope(), exchange="", routing_key="celery")
-    assert time.monotonic() - started < 1.5 + 1
+    assert time.monotonic() - started < 1.5 + 4
 
 
 def test_delay_fails_within_the_connection_timeout(dead_endpoint: str, aws_env: dict[str, str]) -> None:
@@ -325,7 +325,8 @@ def test_delay_fails_within_the_connection_timeout(dead_endpoint: str, aws_env: 
     started = time.monotonic()
     with pytest.raises(OperationalError):
         add.delay(4, 4)
-    assert time.monotonic() - started < 2 + 1
+    # The margin covers importing boto3 and building its client on a busy machine; a hang is minutes.
+    assert time.monotonic() - started < 2 + 4
     app.close()
 
 
