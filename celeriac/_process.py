@@ -22,8 +22,9 @@ def pid() -> int:
 
 
 def _after_fork_in_child() -> None:
-    global _pid
+    global _pid, _stock
     _pid = os.getpid()
+    _stock = []  # the parent's: never handed out here
 
 
 if hasattr(os, "register_at_fork"):  # elsewhere there is no fork: the id never changes
@@ -31,11 +32,37 @@ if hasattr(os, "register_at_fork"):  # elsewhere there is no fork: the id never 
 
 
 def new_id() -> str:
-    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` gives it, at two thirds of its cost."""
-    value = (int.from_bytes(os.urandom(16), "big") & _UUID_CLEAR) | _UUID_SET
-    h = f"{value:032x}"
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` gives it, at a third of its cost.
+
+    The random bytes are read 64 ids at a time (one ``getrandom`` system call instead of
+    one per id). Ids are popped from a list, which is atomic, so two threads never get
+    the same one; a forked child never uses its parent's stock.
+    """
+    if _stock_pid == _pid:
+        try:
+            return _stock.pop()
+        except IndexError:
+            pass
+    return _restock()
+
+
+def _restock() -> str:
+    global _stock, _stock_pid
+    raw = os.urandom(16 * _STOCK)
+    stock = [_format(int.from_bytes(raw[i : i + 16], "big")) for i in range(0, len(raw), 16)]
+    first = stock.pop()
+    # A new list: a thread still popping the old one takes ids no one else gets.
+    _stock, _stock_pid = stock, _pid
+    return first
+
+
+def _format(value: int) -> str:
+    h = f"{(value & _UUID_CLEAR) | _UUID_SET:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_STOCK = 64
+_stock: list[str] = []
+_stock_pid = 0
 _UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # the version and variant bits
 _UUID_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant

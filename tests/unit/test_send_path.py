@@ -71,6 +71,22 @@ def test_pid_follows_a_fork() -> None:
     os.close(write)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_a_forked_child_makes_ids_of_its_own() -> None:
+    _process.new_id()  # the stock of ready ids is filled
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write, "".join(_process.new_id() for _ in range(64)).encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    theirs = os.read(read, 64 * 36).decode()
+    ours = {_process.new_id() for _ in range(64)}
+    assert len(theirs) == 64 * 36 and not ours & {theirs[i : i + 36] for i in range(0, len(theirs), 36)}
+    os.close(read)
+    os.close(write)
+
+
 def test_argument_check_counts_plain_positional_arguments() -> None:
     app = Celery("check", broker="memory://", set_as_current=False)
 
