@@ -20,11 +20,18 @@ Publishing (``delay()``) has no round trip per message, and loses nothing it acc
   and raises :class:`~celeriac.exceptions.OperationalError` within ``broker_connection_timeout``
   when RabbitMQ is unreachable), appends the message to the *outstanding buffer* and returns.
   The IO loop takes what accumulated at each wake-up (one ``call_soon_threadsafe`` per batch)
-  and publishes it in order, on a channel with publisher confirms; so messages keep the order
-  in which they were published, per thread and overall.
+  and publishes it in order, on a channel with publisher confirms, a few hundred messages per
+  frame write; so messages keep the order in which they were published, per thread and overall.
 * A message leaves the buffer when RabbitMQ confirms it. The buffer is bounded
   (``max_unconfirmed``, 1000): when it is full, ``publish()`` waits for confirms to free room
-  (backpressure), and raises ``OperationalError`` after ``confirm_timeout`` seconds without.
+  (backpressure), and raises ``OperationalError`` after ``confirm_timeout`` seconds without;
+  so it does when the oldest message in the buffer has waited that long.
+* A stalled network, or a connection reset that the IO thread hasn't seen yet, looks like a
+  live connection. So a publish that comes more than ``confirm_after_idle`` seconds (0.01 by
+  default) after the previous one waits for its own confirm, as before: an occasional
+  ``delay()`` on a dead connection raises ``OperationalError`` (when reconnecting fails, or
+  after ``confirm_timeout``; that message is withdrawn, not published later). Only a stream of
+  publishes, where that wait would cost, goes without it.
 * If the connection (or the channel) drops, every unconfirmed message is published again, in
   order, as soon as a new channel is open: by the next ``publish()``, or by a background
   reconnection (with backoff) when nobody publishes. A message whose confirm was lost with the
@@ -86,8 +93,9 @@ records an expired task as REVOKED rather than letting RabbitMQ drop it), and Ra
 
 Transport options: ``confirm_timeout`` (seconds to wait for a publish confirm, for room in
 the outstanding buffer, or for a declare, default 10), ``max_unconfirmed`` (size of the
-outstanding buffer, default 1000), ``native_delayed_delivery_queue_type`` (also the Celery
-setting), ``deadletter_queue``.
+outstanding buffer, default 1000), ``confirm_after_idle`` (a publish that comes that many seconds
+after the previous one waits for its own confirm, default 0.01), ``native_delayed_delivery_queue_type`` (also the
+Celery setting), ``deadletter_queue``.
 """
 
 from __future__ import annotations
@@ -97,6 +105,7 @@ import logging
 import math
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -161,6 +170,9 @@ _ERRORS: tuple[type[BaseException], ...] = (
 
 # Publishing: how many messages may wait for their confirm before publish() blocks.
 MAX_UNCONFIRMED = 1000
+# A publish that comes this many seconds after the previous one waits for its own confirm: a
+# connection can look alive and be dead (stalled, or reset without the IO loop knowing yet).
+CONFIRM_AFTER_IDLE = 0.01
 NACK_RESENDS = 3  # a nacked message is published again this many times, then dead-lettered
 NACK_RESEND_DELAY = 0.5
 MAX_PUBLISH_FAILURES = 5  # failed attempts (the connection aside) before a message is dead-lettered
@@ -188,9 +200,13 @@ def _batched_writes(channel: aiormq.Channel) -> bool:
 class _Outgoing:
     """A message handed to publish(), kept until RabbitMQ confirms it."""
 
-    __slots__ = ("attempt", "body", "exchange", "failures", "nacks", "properties", "routing_key", "serial", "state")
+    __slots__ = ("attempt", "body", "born", "exchange", "failures", "nacks", "properties", "routing_key", "serial",
+                 "state")  # fmt: skip
 
-    def __init__(self, serial: int, exchange: str, routing_key: str, body: bytes, properties: Basic.Properties):
+    def __init__(
+        self, serial: int, exchange: str, routing_key: str, body: bytes, properties: Basic.Properties, born: float
+    ) -> None:
+        self.born = born
         self.serial = serial
         self.exchange = exchange
         self.routing_key = routing_key
@@ -211,6 +227,14 @@ def _describe(item: _Outgoing) -> str:
 # Every broker of this process that publishes (the worker's consumer has its own, separate one).
 _publishers: weakref.WeakSet[AMQPBroker] = weakref.WeakSet()
 _registry_lock = threading.Lock()
+
+
+def _new_registry_lock() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_new_registry_lock)
 
 
 def _live_publishers() -> list[AMQPBroker]:
@@ -263,6 +287,8 @@ class AMQPBroker(Broker):
         self.heartbeat = float(heartbeat) if heartbeat else 0.0
         self.confirm_timeout = float(opts.pop("confirm_timeout", None) or 10.0)
         self.max_unconfirmed = max(1, int(opts.pop("max_unconfirmed", None) or MAX_UNCONFIRMED))
+        idle = opts.pop("confirm_after_idle", None)
+        self.confirm_after_idle = float(CONFIRM_AFTER_IDLE if idle is None else idle)
         self.delayed_queue_type = str(opts.pop("native_delayed_delivery_queue_type", None) or "quorum")
         self.deadletter_queue = str(opts.pop("deadletter_queue", None) or DEADLETTER)
         self._prefetch: int | None = None
@@ -304,6 +330,8 @@ class AMQPBroker(Broker):
         self._closing = False
         self._consuming_here = False
         self._exchanges_seen: set[str] = set()
+        self._connect_failures: tuple[int, str] = (0, "")  # failed reconnections so far, the last error
+        self._last_handoff = 0.0  # time.monotonic() of the last confirm (or of the publishing channel's opening)
         # Owned by the IO loop.
         self._pub_channel: aiormq.Channel | None = None
         self._pub_owner: aio_pika.abc.AbstractChannel | None = None
@@ -567,27 +595,59 @@ class AMQPBroker(Broker):
         if len(routing_key.encode()) > 255:
             raise ValueError(f"routing key too long (max 255 bytes): {routing_key[:40]!r}...")
         io = self._loop()
+        # Checked here, in the caller's thread: delay() fails fast when RabbitMQ is unreachable.
         if not self._publisher_ready():
-            # Checked here, in the caller's thread: delay() fails fast when RabbitMQ is unreachable.
             self._run("connecting", self._publish_channel())
+        # A connection can look up and be dead (stalled, or reset without the IO loop knowing
+        # yet): unless it is one of a stream, a publish waits for its own confirm.
+        now = time.monotonic()
+        probe = now - self._last_handoff > self.confirm_after_idle and not io.in_loop()
+        self._last_handoff = now
         with self._out_lock:
             self._closing = False
+            oldest = next(iter(self._outstanding.values()), None)
+            if oldest is not None and now - oldest.born > self.confirm_timeout:
+                # The connection looks up, but nothing comes back (a stalled network): say so.
+                raise self._no_confirms()
             if len(self._outstanding) >= self.max_unconfirmed and not io.in_loop():
-                full = self._out_lock.wait_for(lambda: len(self._outstanding) < self.max_unconfirmed,
-                                               self.confirm_timeout)  # fmt: skip
-                if not full:
-                    raise OperationalError(
-                        f"publishing on {self._where()}: {len(self._outstanding)} messages are still waiting for "
-                        f"RabbitMQ's confirm after {self.confirm_timeout:g} seconds"
-                    )
+                if not self._out_lock.wait_for(lambda: len(self._outstanding) < self.max_unconfirmed,
+                                               self.confirm_timeout):  # fmt: skip
+                    raise self._no_confirms()
+            failures = self._connect_failures[0]
             self._serial += 1
-            item = _Outgoing(self._serial, exchange, routing_key, body, properties)
+            item = _Outgoing(self._serial, exchange, routing_key, body, properties, now)
             self._outstanding[item.serial] = item
             self._queued.append(item)
             wake, self._wakeup_pending = not self._wakeup_pending, True
         self._local.last = item.serial
         if wake:
             io.call_soon(self._send_queued)
+        if probe:
+            self._probe(item, failures)
+
+    def _probe(self, item: _Outgoing, failures: int) -> None:
+        """Wait for ``item``'s confirm; if none comes (or reconnecting fails meanwhile), withdraw it and raise."""
+        with self._out_lock:
+            self._out_lock.wait_for(
+                lambda: item.serial not in self._outstanding or self._connect_failures[0] != failures,
+                self.confirm_timeout,
+            )
+            # Withdrawn: the caller is told it failed, so it isn't published again later.
+            withdrawn = self._outstanding.pop(item.serial, None) is not None
+            self._out_lock.notify_all()
+        if withdrawn:
+            count, error = self._connect_failures
+            if count != failures and error:
+                raise OperationalError(error)
+            raise OperationalError(
+                f"publishing on {self._where()}: no confirm from RabbitMQ within {self.confirm_timeout:g} seconds"
+            )
+
+    def _no_confirms(self) -> OperationalError:
+        return OperationalError(
+            f"publishing on {self._where()}: {len(self._outstanding)} messages are still waiting for "
+            f"RabbitMQ's confirm after {self.confirm_timeout:g} seconds"
+        )
 
     def _publisher_ready(self) -> bool:
         conn, channel = self._conn, self._pub_channel
@@ -609,7 +669,8 @@ class AMQPBroker(Broker):
             return self._out_lock.wait_for(lambda: not self._unconfirmed_up_to(serial), timeout)
 
     def _unconfirmed_up_to(self, serial: int) -> bool:
-        first = next(iter(self._outstanding), None)
+        with self._out_lock:
+            first = next(iter(self._outstanding), None)
         return first is not None and first <= serial
 
     def _report_unconfirmed(self, when: str) -> None:
@@ -638,7 +699,8 @@ class AMQPBroker(Broker):
     # The IO loop's side.
     def _send_queued(self) -> None:
         with self._out_lock:
-            batch, self._queued = self._queued, []
+            batch = [item for item in self._queued if item.serial in self._outstanding]
+            self._queued = []
             self._wakeup_pending = False
         channel = self._pub_channel
         if channel is None or channel.is_closed or self._conn is None:
@@ -835,6 +897,9 @@ class AMQPBroker(Broker):
                     await self._publish_channel()  # a new channel sends them again as it opens
                 return
             except Exception as exc:
+                with self._out_lock:
+                    self._connect_failures = (self._connect_failures[0] + 1, str(self._error(exc, "reconnecting")))
+                    self._out_lock.notify_all()
                 if not warned:
                     logger.warning("%d unconfirmed message%s will be published again once %s is back: %s",
                                    waiting, "s" if waiting != 1 else "", self._where(), exc)  # fmt: skip

@@ -48,7 +48,9 @@ def brokers(amqp_url: str) -> Iterator[Callable[..., AMQPBroker]]:
     made: list[AMQPBroker] = []
 
     def make(url: str = amqp_url, **options: Any) -> AMQPBroker:
-        broker = AMQPBroker(url, {"connect_timeout": 5, **options})
+        # No confirm wait after a pause (the tests below hold the IO loop still), unless asked.
+        options = {"connect_timeout": 5, "confirm_after_idle": 3600, **options}
+        broker = AMQPBroker(url, options)
         broker.open()
         made.append(broker)
         return broker
@@ -229,6 +231,28 @@ def test_accepted_messages_survive_an_outage_and_delay_fails_fast_during_it(
     assert broker.flush(30)
     got = drain(brokers(), "q", 50)
     assert set(range(50)) <= set(got)
+
+
+def test_after_a_pause_a_publish_waits_for_its_confirm(
+    brokers: Callable[..., AMQPBroker], proxy: Proxy, vhost: str
+) -> None:
+    """A stalled connection looks alive: delay() finds out by waiting for its confirm after a pause."""
+    broker = brokers(proxy.url(vhost), confirm_after_idle=0, confirm_timeout=1)
+    broker.declare_queue(Q)
+    broker.publish(envelope(0), exchange="", routing_key="q")
+    proxy.upstream_open.clear()  # the network stalls: nothing gets through, nothing is closed
+    with pytest.raises(OperationalError, match="no confirm from RabbitMQ within 1 seconds"):
+        broker.publish(envelope(1), exchange="", routing_key="q")
+    proxy.cut()  # the stall ends with the connection gone; what failed is not published again
+    for _ in range(20):
+        try:
+            broker.publish(envelope(2), exchange="", routing_key="q")
+            break
+        except OperationalError:  # not reconnected within the second yet
+            continue
+    assert broker.flush(10)
+    got = drain(brokers(), "q", 2)
+    assert got[0] == 0 and set(got) == {0, 2}
 
 
 def test_publish_blocks_while_the_outstanding_buffer_is_full(brokers: Callable[..., AMQPBroker]) -> None:
