@@ -39,7 +39,7 @@ from ..protocol import decode, saferepr
 from ..rate_limits import TokenBucket, parse_rate
 from ..serialization import prepare_accept_content
 from .execute import ACK, DEAD_LETTER, REQUEUE, Outcome, record_failure
-from .pools.base import Pool
+from .pools.base import Job, OnDone, Pool
 from .request import Request
 from .state import WorkerState
 
@@ -109,6 +109,7 @@ class Consumer:
         self._warned_scope: set[str] = set()
         self._slot_freed = threading.Event()
         pool.on_capacity = self._slot_freed.set
+        pool.next_job = self._next_job
         self._stopping = False
         self._stopping_cold = False
         self._failures = 0  # consecutive broker errors, for the reconnect backoff
@@ -184,6 +185,13 @@ class Consumer:
     def set_queues(self, queues: Sequence[str]) -> None:
         # A new list, not an in-place change: the loop reads self.queues without a lock.
         self.queues = list(queues)
+
+    def _task_events(self) -> bool:
+        """Whether task events go out now: the dispatcher exists for worker heartbeats even when
+        they don't, and their fields aren't worth building for nothing (checked per task, as
+        ``enable_events``/``disable_events`` switch them at run time)."""
+        events = self.events
+        return events is not None and events.enabled and (events.groups is None or "task" in events.groups)
 
     def _event(self, type: str, **fields: Any) -> None:
         events = self.events
@@ -261,7 +269,7 @@ class Consumer:
             return
         request = Request(delivery, message, task, self.hostname)
         logger.info("Task %s[%s] received", message.task, message.id)
-        if self.events is not None:
+        if self._task_events():
             m = message
             self._event(
                 "task-received", uuid=m.id, name=m.task, args=m.argsrepr, kwargs=m.kwargsrepr, root_id=m.root_id,
@@ -380,15 +388,39 @@ class Consumer:
                 continue
             self._start(request)
 
-    def _start(self, request: Request) -> None:
+    def _next_job(self) -> tuple[Job, OnDone] | None:
+        """For a pool slot that just finished a task: the next ready request, started, or None.
+
+        Called from the pool's own thread, so a busy pool goes from one task to the next without
+        waiting for this loop's thread to wake up and hand the job over.
+        """
+        while not self._stopping:
+            with self._lock:
+                if not self._ready:
+                    return None
+                request = self._ready.popleft()
+            if request.message.expires and request.is_expired():
+                self._discard_revoked(request, "expired")
+                continue
+            if request.message.id in self.state.revoked:
+                self._discard_revoked(request, "revoked")
+                continue
+            return self._begin(request)
+        return None
+
+    def _begin(self, request: Request) -> tuple[Job, OnDone]:
         request.started = time.time()
-        if self.events is not None:
+        if self._task_events():
             self._event("task-started", uuid=request.id)
         with self._lock:
             self.state.reserved.pop(request.id, None)
             self.state.active[request.id] = request
+        return request.job(), partial(self._on_done, request)
+
+    def _start(self, request: Request) -> None:
+        job, on_done = self._begin(request)
         try:
-            self.pool.submit(request.job(), partial(self._on_done, request))
+            self.pool.submit(job, on_done)
         except RuntimeError as exc:
             # The pool lost the slot it had announced (a process died just now): try again shortly.
             logger.debug("pool refused %s[%s]: %s", request.name, request.id, exc)
@@ -458,7 +490,7 @@ class Consumer:
         return action
 
     def _outcome_event(self, request: Request, outcome: Outcome) -> None:
-        if self.events is None:
+        if not self._task_events():
             return
         if outcome.state == states.SUCCESS:
             self._event("task-succeeded", uuid=request.id, result=outcome.retval_repr, runtime=outcome.runtime)

@@ -79,6 +79,9 @@ class Pool(abc.ABC):
     # Called (from a pool thread) when slots free up other than by a job ending, e.g. a new
     # process became ready; the consumer sets it to wake its loop.
     on_capacity: Callable[[], None] | None = None
+    # Set by the consumer: the next job for a slot that has just finished one (or None). A pool
+    # whose slots can take it themselves (threads) calls it instead of waiting for submit().
+    next_job: Callable[[], tuple[Job, OnDone] | None] | None = None
 
     def terminate_job(self, task_id: str, signum: int) -> bool:
         return False

@@ -50,14 +50,14 @@ class _Child:
     exiting: bool = False
     ready: bool = False  # said "ready" after start-up
     accepted: bool = False  # said "accepted" for its current job
-    dead: bool = False  # found dead by submit(), not reaped yet: no job goes to it
+    dead: bool = False  # its pipe broke in submit(), not reaped yet: no job goes to it
     spawned: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def usable(self) -> bool:
         # No is_alive() here (a waitpid() per child each time the consumer looks for a slot):
-        # a child that died is seen by its sentinel in the collector, or by submit().
+        # a child that died is seen by its sentinel in the collector, or by its broken pipe in submit().
         return self.ready and self.job is None and not self.exiting and not self.dead
 
     @property
@@ -199,6 +199,10 @@ class PreforkPool(Pool):
                 time.sleep(0.02)
         self._running = False
         self._wake()
+        if self._collector is not None:
+            # Gone before the children exit: it would reap them (and close their pipes) while
+            # this thread does the same.
+            self._collector.join(2.0)
         with self._lock:
             children, self._children = self._children, []
         for child in children:
@@ -215,9 +219,10 @@ class PreforkPool(Pool):
             if child.process.is_alive():
                 _kill(child.process, signal.SIGKILL)
                 child.process.join(1.0)
-            child.conn.close()
-        if self._collector is not None:
-            self._collector.join(2.0)
+            try:
+                child.conn.close()
+            except OSError:
+                pass  # closed already
 
     # -- jobs -----------------------------------------------------------------
     def free_slots(self) -> int:
@@ -226,13 +231,7 @@ class PreforkPool(Pool):
 
     def submit(self, job: Job, on_done: OnDone) -> None:
         with self._lock:
-            child = None
-            for candidate in self._children:
-                if candidate.usable:
-                    if candidate.process.is_alive():
-                        child = candidate
-                        break
-                    candidate.dead = True
+            child = next((c for c in self._children if c.usable), None)
             if child is None:
                 raise RuntimeError("no free process in the pool (check free_slots() before submit)")
             # The collector reads these without the lock (_find_stuck): the job goes last, so it never
@@ -247,9 +246,10 @@ class PreforkPool(Pool):
             payload = _dumps((job.task_name, job.task_id, job.request, job.time_limit, job.soft_time_limit))
             child.conn.send_bytes(payload)
         except OSError:
-            # The child died between free_slots() and now: the task never ran, so it goes back.
+            # The child died and its sentinel has not been seen yet: the task never ran, so it goes
+            # back; no other job goes to that child before the collector replaces it.
             with self._lock:
-                child.job, child.on_done = None, None
+                child.job, child.on_done, child.dead = None, None, True
             on_done(Outcome(job.task_id, job.task_name, states.REJECTED, 0.0, REQUEUE))
             return
         except Exception as exc:
