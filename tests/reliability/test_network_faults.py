@@ -130,8 +130,10 @@ def test_worker_resumes_after_a_network_cut_and_loses_nothing(
 
 def _wait_until_blocked_in_redis(rclient: redis.Redis, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
+    db = str(rclient.get_connection_kwargs()["db"])  # CLIENT LIST is server-wide
     while time.monotonic() < deadline:
-        if any(c.get("cmd") == "blmove" and "b" in c.get("flags", "") for c in rclient.client_list()):
+        clients = rclient.client_list()
+        if any(c.get("cmd") == "blmove" and "b" in c.get("flags", "") and c.get("db") == db for c in clients):
             return
         time.sleep(0.01)
     raise AssertionError("the worker never waited in BLMOVE")

@@ -149,7 +149,8 @@ def test_a_claim_whose_reply_is_lost_puts_its_messages_back(
 
 def _blocked_in(rclient: redis.Redis, command: str, count: int = 1) -> None:
     deadline = time.monotonic() + 10
-    while sum(c.get("cmd") == command for c in rclient.client_list()) < count:
+    db = str(rclient.get_connection_kwargs()["db"])  # CLIENT LIST is server-wide
+    while sum(c.get("cmd") == command and c.get("db") == db for c in rclient.client_list()) < count:
         assert time.monotonic() < deadline, f"nobody waited in {command}"
         time.sleep(0.01)
 
@@ -273,10 +274,12 @@ def test_results_and_failures_on_redis(redis_project: Project, rclient: redis.Re
     assert result.state == "PENDING" and not rclient.exists(f"celery-task-meta-{result.id}")
     assert "RedisBackend" in repr(app.backend)
     # get() unsubscribes (asynchronously, through the listener thread): nothing stays subscribed.
+    # (This test's channels only: PUBSUB CHANNELS is server-wide, other databases' clients share it.)
+    ours = [f"celery-task-meta-{r.id}".encode() for r in (result, failed)]
     deadline = time.time() + 10
-    while rclient.pubsub_channels(b"celery-task-meta-*") and time.time() < deadline:
+    while any(rclient.pubsub_channels(c) for c in ours) and time.time() < deadline:
         time.sleep(0.05)
-    assert rclient.pubsub_channels(b"celery-task-meta-*") == []
+    assert [rclient.pubsub_channels(c) for c in ours] == [[], []]
     assert worker.stop() == 0
 
 
