@@ -240,7 +240,7 @@ def execute_raw(client: redis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
 
 def _round_trip(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
     try:
-        conn.send_packed_command([pack_commands(conn, commands)])
+        conn.send_packed_command(pack_commands(conn, commands))
         replies: list[Any] = []
         error: Exception | None = None
         for _ in commands:
@@ -257,30 +257,10 @@ def _round_trip(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
         raise
 
 
-def pack_commands(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> bytes:
-    """The RESP encoding of ``commands``, as redis-py's packer makes it, in one bytes object.
-
-    Arguments of other types than str, bytes, int and float (and bools, which redis-py
-    refuses) go through redis-py's own packer, so they fail or convert as they would there.
-    """
-    encoder = conn.encoder
-    encoding, errors = encoder.encoding, encoder.encoding_errors
-    parts: list[bytes] = []
-    append = parts.append
-    for command in commands:
-        if command and type(command[0]) is str and " " in command[0]:
-            command = (*command[0].split(), *command[1:])  # "CONFIG GET": sent as two arguments
-        append(b"*%d\r\n" % len(command))
-        for arg in command:
-            kind = type(arg)
-            if kind is str:
-                arg = arg.encode(encoding, errors)
-            elif kind is int or kind is float:
-                arg = repr(arg).encode()
-            elif kind is not bytes:
-                return b"".join(conn.pack_commands(commands))
-            append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(parts)
+def pack_commands(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> list[bytes]:
+    """The RESP encoding of ``commands``, by redis-py's own packer (never by hand)."""
+    packed: list[bytes] = conn.pack_commands(commands)
+    return packed
 
 
 class _Dedicated:

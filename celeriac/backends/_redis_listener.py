@@ -231,7 +231,7 @@ class ResultListener:
                 elif channel not in self._waiters:
                     commands.append(("UNSUBSCRIBE", channel))
         if commands:
-            conn.send_packed_command([pack_commands(conn, tuple(commands))], check_health=False)
+            conn.send_packed_command(pack_commands(conn, tuple(commands)), check_health=False)
 
     def _check_health(self, conn: Any) -> None:
         """PING a connection that has been quiet for a while; one that doesn't answer is dead."""
@@ -243,7 +243,7 @@ class ResultListener:
             with self._cond:
                 if self._resp3:
                     self._reads.append(None)
-            conn.send_packed_command([pack_commands(conn, (("PING",),))], check_health=False)
+            conn.send_packed_command(pack_commands(conn, (("PING",),)), check_health=False)
         elif now - self._ping_sent > self._health_interval:
             raise redis.exceptions.ConnectionError("no reply to a PING on the result listener's connection")
 
