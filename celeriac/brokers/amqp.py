@@ -331,7 +331,7 @@ class AMQPBroker(Broker):
         self._consuming_here = False
         self._exchanges_seen: set[str] = set()
         self._connect_failures: tuple[int, str] = (0, "")  # failed reconnections so far, the last error
-        self._last_handoff = 0.0  # time.monotonic() of the last confirm (or of the publishing channel's opening)
+        self._last_handoff = -math.inf  # time.monotonic() of the last hand-off: the first publish is after a pause
         # Owned by the IO loop.
         self._pub_channel: aiormq.Channel | None = None
         self._pub_owner: aio_pika.abc.AbstractChannel | None = None

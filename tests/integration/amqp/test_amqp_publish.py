@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import subprocess
@@ -49,7 +50,7 @@ def brokers(amqp_url: str) -> Iterator[Callable[..., AMQPBroker]]:
 
     def make(url: str = amqp_url, **options: Any) -> AMQPBroker:
         # No confirm wait after a pause (the tests below hold the IO loop still), unless asked.
-        options = {"connect_timeout": 5, "confirm_after_idle": 3600, **options}
+        options = {"connect_timeout": 5, "confirm_after_idle": math.inf, **options}
         broker = AMQPBroker(url, options)
         broker.open()
         made.append(broker)
