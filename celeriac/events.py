@@ -28,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import states
 from ._pidbox import LamportClock
 from ._version import __version__
 from .brokers.base import Envelope
@@ -196,6 +197,21 @@ class EventReceiver:
         self.close()
 
 
+# The task state each event stands for (Celery's TASK_EVENT_TO_STATE), to order late events.
+_EVENT_STATES = {
+    "sent": states.PENDING,
+    "received": states.RECEIVED,
+    "started": states.STARTED,
+    "failed": states.FAILURE,
+    "retried": states.RETRY,
+    "succeeded": states.SUCCESS,
+    "revoked": states.REVOKED,
+    "rejected": states.REJECTED,
+}
+# What a late task-received may still add (Celery's Task.merge_rules).
+_MERGE_KEEP = {"received": ("name", "args", "kwargs", "parent_id", "root_id", "retries", "eta", "expires")}
+
+
 class State:
     """Workers and tasks as the events describe them (Celery's ``app.events.State``, the essentials)."""
 
@@ -222,11 +238,26 @@ class State:
                 return
             task = self.tasks.setdefault(task_id, {"uuid": task_id})
             self.tasks.move_to_end(task_id)
-            task.update({k: v for k, v in body.items() if k not in ("type", "uuid")})
-            task["state"] = kind[5:].upper()
-            task[kind[5:]] = body.get("timestamp")
+            self._task_event(task, kind[5:], body)
             while len(self.tasks) > self.max_tasks:
                 self.tasks.popitem(last=False)
+
+    @staticmethod
+    def _task_event(task: dict[str, Any], name: str, body: dict[str, Any]) -> None:
+        """Celery's merge rule: events can arrive out of order (the client's ``task-sent`` after the
+        worker's ``task-succeeded``, each from its own connection), and one that logically comes
+        before the task's current state adds its fields but leaves the state as it is."""
+        fields = {k: v for k, v in body.items() if k not in ("type", "uuid")}
+        task[name] = body.get("timestamp")
+        new = _EVENT_STATES.get(name, name.upper())
+        current = task.get("state")
+        old = _EVENT_STATES.get(str(current).lower(), str(current)) if current else None
+        if old is not None and states.RETRY not in (new, old) and states.precedence(new) > states.precedence(old):
+            keep = _MERGE_KEEP.get(name)
+            task.update({k: v for k, v in fields.items() if k != "timestamp" and (keep is None or k in keep)})
+            return
+        task.update(fields)
+        task["state"] = name.upper()
 
     def alive_workers(self) -> list[dict[str, Any]]:
         now = time.time()

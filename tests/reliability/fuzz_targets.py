@@ -56,19 +56,25 @@ class Setup:
 
     def __init__(self) -> None:
         from celeriac.brokers.redis import RedisBroker
-        from celeriac.serialization import Serializer, _by_content_type, prepare_accept_content, registry
+        from celeriac.serialization import prepare_accept_content
 
-        def refuse(_: bytes) -> Any:
-            raise Unpickled("a pickle payload reached pickle.loads")
-
-        guard = Serializer("pickle", "application/x-python-serialize", "binary", registry["pickle"].encode, refuse)
-        registry["pickle"] = _by_content_type[guard.content_type] = guard
         self.accept_json = prepare_accept_content(["json"])
         self.accept_many = prepare_accept_content(["json", "msgpack", "yaml"])
         self.redis = RedisBroker("redis://localhost:6379/0", {})
 
 
 _setup: Setup | None = None
+
+
+def guard_pickle() -> None:
+    """Make any unpickling a crash. Only in the fuzzing process: it changes the process-wide registry."""
+    from celeriac.serialization import Serializer, _by_content_type, registry
+
+    def refuse(_: bytes) -> Any:
+        raise Unpickled("a pickle payload reached pickle.loads")
+
+    guard = Serializer("pickle", "application/x-python-serialize", "binary", registry["pickle"].encode, refuse)
+    registry["pickle"] = _by_content_type[guard.content_type] = guard
 
 
 def setup() -> Setup:
@@ -581,6 +587,7 @@ def main(argv: list[str]) -> None:
         import celeriac.protocol
         import celeriac.serialization  # noqa: F401
     setup()
+    guard_pickle()
     function = TARGET_FUNCTIONS[target]
     if os.environ.get("CELERIAC_FUZZ_CANARY"):
         function = _with_canary(function, os.environ["CELERIAC_FUZZ_CANARY"].encode())
