@@ -142,28 +142,26 @@ def descendants(root: int) -> set[int]:
     return tree
 
 
-def rss_kib(pid: int) -> int | None:
-    """VmRSS of one process in KiB, or None when it is gone."""
+def _proc_kib(path: str, field: str) -> int | None:
+    """The KiB figure of ``field`` in a /proc file, None when the process is gone, 0 when it has none."""
     try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(field):
                     return int(line.split()[1])
     except OSError:
         return None
-    return 0  # a zombie has no VmRSS line
+    return 0  # e.g. a zombie has no VmRSS line
+
+
+def rss_kib(pid: int) -> int | None:
+    """VmRSS of one process in KiB, or None when it is gone."""
+    return _proc_kib(f"/proc/{pid}/status", "VmRSS:")
 
 
 def pss_kib(pid: int) -> int | None:
     """Proportional set size of one process in KiB (each shared page divided among its sharers), or None."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
-            for line in rollup:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return 0
+    return _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def tree_pss_kib(pids: set[int]) -> int:

@@ -380,13 +380,8 @@ class Consumer:
                 if not self._ready or self.pool.free_slots() <= 0:
                     return
                 request = self._ready.popleft()
-            if request.message.expires and request.is_expired():
-                self._discard_revoked(request, "expired")
-                continue
-            if request.message.id in self.state.revoked:
-                self._discard_revoked(request, "revoked")
-                continue
-            self._start(request)
+            if self._still_wanted(request):
+                self._start(request)
 
     def _next_job(self) -> tuple[Job, OnDone] | None:
         """For a pool slot that just finished a task: the next ready request, started, or None.
@@ -399,14 +394,19 @@ class Consumer:
                 if not self._ready:
                     return None
                 request = self._ready.popleft()
-            if request.message.expires and request.is_expired():
-                self._discard_revoked(request, "expired")
-                continue
-            if request.message.id in self.state.revoked:
-                self._discard_revoked(request, "revoked")
-                continue
-            return self._begin(request)
+            if self._still_wanted(request):
+                return self._begin(request)
         return None
+
+    def _still_wanted(self, request: Request) -> bool:
+        """False (and the request discarded) when it expired or was revoked while it waited for a slot."""
+        if request.message.expires and request.is_expired():
+            self._discard_revoked(request, "expired")
+            return False
+        if request.message.id in self.state.revoked:
+            self._discard_revoked(request, "revoked")
+            return False
+        return True
 
     def _begin(self, request: Request) -> tuple[Job, OnDone]:
         request.started = time.time()
