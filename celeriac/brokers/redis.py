@@ -744,14 +744,6 @@ class _RedisSubscription(Subscription):
             pass
 
 
-def _delivery_tag(item: bytes) -> str:
-    try:
-        tag = json.loads(item)["properties"]["delivery_tag"]
-    except (ValueError, KeyError, TypeError):
-        return ""
-    return tag if isinstance(tag, str) else ""
-
-
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode()
