@@ -218,6 +218,8 @@ SETTINGS: dict[str, Setting] = {
     "worker_liveness_file": _s(None, "str"),
     "worker_healthcheck_port": _s(None, "int"),
     "worker_healthcheck_address": _s("127.0.0.1", "str"),
+    # celeriac's own: successful results written in batches behind in-process pools.
+    "worker_result_write_behind": _s(True, "bool"),
 }
 
 DEFAULTS: dict[str, Any] = {key: setting.default for key, setting in SETTINGS.items()}

@@ -35,6 +35,7 @@ CELERIAC_ONLY = {
     "worker_healthcheck_address",
     "worker_healthcheck_port",
     "worker_liveness_file",
+    "worker_result_write_behind",
 }
 
 SECTIONS = [
@@ -206,6 +207,13 @@ DESCRIPTIONS: dict[str, str] = {
     "worker_max_tasks_per_child": "Replace a pool process after this many tasks.",
     "worker_pool": "Pool: `prefork`, `threads`, `solo` or `asyncio`.",
     "worker_asyncio_threads": "Threads that run sync tasks beside the event loop of the asyncio pool.",
+    "worker_result_write_behind": (
+        "With the `solo`, `threads` and `asyncio` pools on a Redis result backend, successful results are "
+        "written by a writer thread, many in one round trip, while the pool goes on; each message is acked "
+        "only once its result is written, and if the store is away the worker stops taking messages after "
+        "four prefetch windows. At shutdown, results that still can't be written (after 10 s) send their "
+        "messages back to the queue. `False`: each task writes its result before its slot takes the next one."
+    ),
     "worker_pool_putlocks": "Wait for a free pool slot before taking a message.",
     "worker_pool_restarts": "Allow the `pool_restart` remote-control command.",
     "worker_proc_alive_timeout": "Seconds a new pool process has to report that it started.",

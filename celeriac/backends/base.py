@@ -21,7 +21,7 @@ import abc
 import importlib
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -120,6 +120,21 @@ class ResultBackend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    # -- writes behind the worker's pool (optional) ---------------------------
+    def write_behind(self, busy: Callable[[], bool] | None = None) -> None:  # noqa: B027 - optional hook
+        """Called by a worker whose tasks run in its own process: a store that can batch may leave
+        successful results to a writer thread from now on (see :meth:`after_writes`). ``busy()``
+        says whether more tasks wait to run, i.e. whether a write is worth holding for a batch."""
+
+    def after_writes(self, callback: Callable[[], None], task_id: str | None = None) -> None:
+        """Call ``callback`` once the result stored for ``task_id`` (by default: every result stored
+        until now) is written; the worker acks a task's message there."""
+        callback()
+
+    def flush_writes(self, timeout: float | None = None) -> bool:
+        """Write now whatever :meth:`write_behind` left waiting; False if it could not be written."""
+        return True
 
     def wait_for(
         self, task_id: str, *, timeout: float | None = None, interval: float = 0.5, just_sent: bool = False

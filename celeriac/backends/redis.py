@@ -15,17 +15,19 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.exceptions
 
+from .. import states
 from .._redis import client_from_url, connection_errors, execute_raw, redis_error
 from ..exceptions import TimeoutError
 from ..serialization import dumps
 from ._redis_listener import ResultListener
+from ._write_behind import WriteBehind
 from .base import KeyValueBackend, ResultMeta
 
 if TYPE_CHECKING:
@@ -51,6 +53,9 @@ class RedisBackend(KeyValueBackend):
         self._listener_obj: ResultListener | None = None
         self._store_script: Any = None
         self._listener_pid = 0
+        self._behind: WriteBehind | None = None
+        self._busy: Callable[[], bool] = _always
+        self._write_of: dict[str, int] = {}  # task id -> number of its write waiting behind
         # One listener per event loop (redis.asyncio connections belong to the loop that made them).
         self._async_listeners: weakref.WeakKeyDictionary[Any, AsyncResultListener] = weakref.WeakKeyDictionary()
 
@@ -79,6 +84,46 @@ class RedisBackend(KeyValueBackend):
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
         store = ("SET", key, value, "EX", max(1, int(ttl))) if ttl else ("SET", key, value)
         self._run("storing a result", execute_raw, self.client, store, ("PUBLISH", key, value))
+
+    def store(self, meta: ResultMeta) -> None:
+        behind = self._behind
+        if behind is None or meta.status != states.SUCCESS:
+            super().store(meta)
+            return
+        # Encoded here, in the task's thread, so a value that can't be stored fails its task as
+        # before; only the round trip is left to the writer.
+        key, value = self.task_key(meta.task_id), self.encode_meta(meta)
+        ttl = self.expires
+        store = ("SET", key, value, "EX", max(1, int(ttl))) if ttl else ("SET", key, value)
+        # With more tasks waiting, the writer thread batches this write with theirs; otherwise
+        # it goes out now, from this thread, with whatever else waits.
+        number = behind.add(store, ("PUBLISH", key, value), now=not self._busy())
+        self._write_of[meta.task_id] = number
+
+    # -- writes behind the worker's pool -----------------------------------------
+    def write_behind(self, busy: Callable[[], bool] | None = None) -> None:
+        if self._behind is None:
+            self._behind = WriteBehind(self._write_many)
+        self._busy = busy or _always
+
+    def _write_many(self, commands: Sequence[tuple[Any, ...]]) -> None:
+        self._run("storing results", execute_raw, self.client, *commands)
+
+    def after_writes(self, callback: Callable[[], None], task_id: str | None = None) -> None:
+        if self._behind is None:
+            callback()
+            return
+        if task_id is None:
+            self._behind.after(callback)
+            return
+        number = self._write_of.pop(task_id, None)
+        if number is None:
+            callback()  # nothing of this task's waits
+        else:
+            self._behind.after(callback, number)
+
+    def flush_writes(self, timeout: float | None = None) -> bool:
+        return True if self._behind is None else self._behind.flush(timeout)
 
     def _set_unless_success(self, key: str, value: bytes, ttl: float | None) -> bool:
         if self.serializer != "json":
@@ -132,6 +177,9 @@ class RedisBackend(KeyValueBackend):
         callback = getattr(request, "chord", None)
         if not task_id or not group_id or not callback:
             return
+        # The body may run now and read every part's result, this one's included: none may be
+        # left waiting behind (and another worker's part counts only after its own result is in).
+        self.flush_writes(self._timeout)
         index = getattr(request, "group_index", None)
         base = self.group_key(group_id)
         jkey, tkey, skey = base + ".j", base + ".t", base + ".s"
@@ -239,6 +287,8 @@ class RedisBackend(KeyValueBackend):
         return listener
 
     def close(self) -> None:
+        if self._behind is not None:
+            self._behind.close(timeout=0)  # one more try: a worker has waited for them already
         if self._listener_obj is not None and self._listener_pid == os.getpid():
             self._listener_obj.close()
         self._listener_obj = None
@@ -246,6 +296,10 @@ class RedisBackend(KeyValueBackend):
     def cleanup(self) -> int:
         """Redis expires results itself (``result_expires``); nothing to do."""
         return 0
+
+
+def _always() -> bool:
+    return True
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -66,6 +66,7 @@ The delivery info for this task is:
 
 # How often a waiting loop looks for a stop request (signal handlers only set a flag).
 STOP_CHECK = 0.2
+UNWRITTEN_WINDOWS = 4  # prefetch windows of done tasks whose results may wait to be written
 
 # An ETA closer than this is kept by the worker: handing it back would cost more than it saves.
 DEFER_AFTER = 1.0
@@ -104,6 +105,7 @@ class Consumer:
         self._lock = threading.RLock()
         self._ready: deque[Request] = deque()
         self._timers: list[tuple[float, int, Request]] = []  # (due, seq, request): ETA or rate-limited
+        self._unwritten: dict[int, Request] = {}  # done, acked once the backend has written their result
         self._seq = itertools.count()
         self._buckets: dict[str, tuple[float, TokenBucket]] = {}
         self._warned_scope: set[str] = set()
@@ -205,7 +207,13 @@ class Consumer:
 
     def outstanding(self) -> int:
         with self._lock:
-            return len(self._ready) + len(self._timers) + len(self.state.active)
+            held = len(self._ready) + len(self._timers) + len(self.state.active)
+            # Results waiting to be written normally take a round trip; past a few prefetch windows
+            # the store is down or slow, and the worker stops taking messages instead of running
+            # more tasks whose results pile up in memory.
+            if len(self._unwritten) >= self.prefetch_limit * UNWRITTEN_WINDOWS:
+                held += len(self._unwritten)
+            return held
 
     def held_deliveries(self) -> list[Delivery]:
         """Every delivery this worker holds (for lease renewal)."""
@@ -213,6 +221,7 @@ class Consumer:
             held = [r.delivery for r in self._ready]
             held += [r.delivery for _, _, r in self._timers]
             held += [r.delivery for r in self.state.active.values()]
+            held += [r.delivery for r in self._unwritten.values()]
         return held
 
     def _idle_timeout(self) -> float:
@@ -526,13 +535,28 @@ class Consumer:
     def _settle(self, request: Request, action: str) -> None:
         try:
             if action == ACK:
-                self.broker.ack(request.delivery)
+                # After the task's result is written, when the backend writes behind the pool.
+                with self._lock:
+                    self._unwritten[id(request)] = request
+                self.app.backend.after_writes(partial(self._ack, request), request.id)
             elif action == REQUEUE:
                 self.broker.reject(request.delivery, requeue=True)
             else:
                 self.broker.reject(request.delivery, requeue=False, reason=f"task {request.name} rejected")
         except Exception:
             logger.exception("could not %s message of task %s[%s]", action, request.name, request.id)
+
+    def _ack(self, request: Request) -> None:
+        with self._lock:
+            if self._unwritten.pop(id(request), None) is None:
+                return  # requeued at shutdown (requeue_unwritten) while its result waited
+            full = len(self._unwritten) + 1 >= self.prefetch_limit * UNWRITTEN_WINDOWS
+        if full:
+            self._slot_freed.set()  # the loop may be waiting for these writes before it fetches
+        try:
+            self.broker.ack(request.delivery)
+        except Exception:
+            logger.exception("could not ack message of task %s[%s]", request.name, request.id)
 
     # -- shutdown ------------------------------------------------------------------------
     def release_unstarted(self) -> int:
@@ -543,6 +567,16 @@ class Consumer:
             self._timers.clear()
         for request in pending:
             self.state.reserved.pop(request.id, None)
+            self._settle(request, REQUEUE)
+        return len(pending)
+
+    def requeue_unwritten(self) -> int:
+        """At shutdown, when results could not be written: their messages go back to the queue,
+        so the tasks run again (on this worker's next start or another worker) instead of waiting
+        for the visibility timeout."""
+        with self._lock:
+            pending, self._unwritten = list(self._unwritten.values()), {}
+        for request in pending:
             self._settle(request, REQUEUE)
         return len(pending)
 

@@ -42,6 +42,7 @@ logger = logging.getLogger("celeriac.worker")
 
 POOLS = ("prefork", "threads", "solo", "asyncio")
 HEARTBEAT_FREQ = 2.0  # seconds between worker-heartbeat events, as Celery
+RESULTS_AT_SHUTDOWN_WAIT = 10.0  # seconds a stopping worker keeps trying to write the results it holds
 
 
 def default_nodename(hostname: str | None = None) -> str:
@@ -206,6 +207,11 @@ class WorkController:
         )
         signals.worker_init.send(sender=self)
         self._load_revoked()
+        if self.pool.tasks_in_this_process and app.conf.worker_result_write_behind:
+            # Successful results go out in batches from a writer thread; each message is acked
+            # once its result is written (the consumer settles through backend.after_writes).
+            consumer = self.consumer
+            app.backend.write_behind(busy=lambda: consumer.waiting() > 0)
         self.pool.start()
         self._start_lease_keeper()
         self._start_health()
@@ -536,6 +542,12 @@ class WorkController:
         if self.autoscaler is not None:
             self.autoscaler.stop()
         signals.worker_shutdown.send(sender=self)
+        # Results left to the writer go out before the broker closes, so their acks go with it;
+        # a result that can't be written leaves its message unacked, to run again (never lost).
+        if not self.app.backend.flush_writes(timeout=RESULTS_AT_SHUTDOWN_WAIT):
+            requeued = self.consumer.requeue_unwritten() if self.consumer is not None else 0
+            logger.error("could not write the results of %d task(s) at shutdown; their messages go back "
+                         "to the queue and they will run again", requeued)  # fmt: skip
         if self.broker is not None:
             self.broker.close()
         self.app.close()

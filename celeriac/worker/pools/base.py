@@ -49,6 +49,8 @@ class Pool(abc.ABC):
     name: ClassVar[str]
     # True when each job runs in this process's main thread (signals-based soft limits work).
     runs_in_main_thread: ClassVar[bool] = False
+    # True when tasks run in the worker's own process (not in child processes).
+    tasks_in_this_process: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -141,6 +141,7 @@ def _peak_rss_kib() -> int:
 
 class PreforkPool(Pool):
     name: ClassVar[str] = "prefork"
+    tasks_in_this_process: ClassVar[bool] = False
 
     def __init__(self, app: Celery, concurrency: int, *, app_path: str | None = None, **kwargs: Any) -> None:
         super().__init__(app, concurrency, **kwargs)

@@ -1,0 +1,141 @@
+"""Results written behind the pool, on a real Redis: a message is acked only once its task's result
+is in the store, so a result store that goes away loses nothing.
+
+The worker reaches its broker directly and its result store through a TCP proxy the test cuts.
+Each task appends a line to a file, so the test sees that a task ran even while its result can't
+be written.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from celeriac import Celery
+from tests.conftest import Project
+from tests.reliability.proxy import TCPProxy
+
+TASKS = """
+import os
+from celeriac import Celery
+
+app = Celery("tasks")
+
+
+@app.task
+def mark(i):
+    with open(os.path.join(os.path.dirname(__file__), "ran.txt"), "a") as f:
+        f.write(f"{i}\\n")
+    return i * 10
+"""
+
+
+def _ran(project: Project) -> list[int]:
+    path = Path(project.path) / "ran.txt"
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def _wait(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def cut_off_results(
+    project: Project, redis_url: str, redis_proxy: TCPProxy, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Celery, TCPProxy]:
+    project.write("tasks.py", TASKS)
+    db = redis_url.rsplit("/", 1)[1]
+    project.broker_url = redis_url
+    project.result_backend = redis_proxy.url("redis", f"/{db}")
+    monkeypatch.delenv("CELERIAC_BROKER_URL")  # it would win over the URL given to the client
+    client = Celery("client", broker=redis_url, backend=redis_url, set_as_current=False)
+    return client, redis_proxy
+
+
+@pytest.mark.parametrize("pool", ["solo", "threads", "asyncio"])
+def test_acks_wait_for_the_results_and_nothing_is_lost_while_the_store_is_away(
+    pool: str, project: Project, cut_off_results: tuple[Celery, TCPProxy], rclient: redis.Redis
+) -> None:
+    client, proxy = cut_off_results
+    worker = project.worker("tasks", "-P", pool, "-c", "4")
+    try:
+        assert client.send_task("tasks.mark", (-1,)).get(timeout=30) == -10
+        # Its ack first: a cut between the write and its reply would leave the worker unsure, and
+        # it would rightly write it again (and ack it) only once the store is back.
+        _wait(lambda: rclient.hlen("unacked") == 0, 10, "the first ack")
+        proxy.drop()
+        results = [client.send_task("tasks.mark", (i,)) for i in range(10)]
+        _wait(lambda: sorted(i for i in _ran(project) if i >= 0) == list(range(10)), 30, "the tasks to run")
+        time.sleep(0.5)
+        # They ran, but their results can't be written: every message is still held, none acked.
+        held = rclient.hgetall("unacked")
+        assert len(held) == 10
+        assert all(r.state == "PENDING" for r in results)
+        assert worker.proc is not None and worker.proc.poll() is None
+        proxy.restore()
+        assert [r.get(timeout=30) for r in results] == [i * 10 for i in range(10)]
+        _wait(lambda: rclient.hlen("unacked") == 0, 10, "the acks")
+        assert sorted(_ran(project)) == [-1, *range(10)]  # each ran once
+        assert worker.stop() == 0
+    finally:
+        client.close()
+
+
+def test_a_worker_whose_results_pile_up_stops_taking_messages(
+    project: Project, cut_off_results: tuple[Celery, TCPProxy], rclient: redis.Redis
+) -> None:
+    """Results wait in memory for at most 4 prefetch windows (solo: 4 x 4 messages); past that the
+    rest stay in the broker, for other workers, instead of piling up here."""
+    client, proxy = cut_off_results
+    worker = project.worker("tasks", "-P", "solo")
+    try:
+        assert client.send_task("tasks.mark", (-1,)).get(timeout=30) == -10
+        # Its ack first: a cut between the write and its reply would leave the worker unsure, and
+        # it would rightly write it again (and ack it) only once the store is back.
+        _wait(lambda: rclient.hlen("unacked") == 0, 10, "the first ack")
+        proxy.drop()
+        results = [client.send_task("tasks.mark", (i,)) for i in range(40)]
+        _wait(lambda: len(_ran(project)) >= 1 + 16, 30, "16 tasks to run")
+        time.sleep(1.5)
+        ran = len(_ran(project)) - 1
+        assert 16 <= ran <= 16 + 4  # at most one more fetch (of up to the prefetch room) past the bound
+        assert rclient.llen("celery") == 40 - ran
+        proxy.restore()
+        assert [r.get(timeout=30) for r in results] == [i * 10 for i in range(40)]
+        assert sorted(_ran(project)) == [-1, *range(40)]
+        assert worker.stop() == 0
+    finally:
+        client.close()
+
+
+def test_results_that_cannot_be_written_at_shutdown_run_again(
+    project: Project, cut_off_results: tuple[Celery, TCPProxy], rclient: redis.Redis
+) -> None:
+    client, proxy = cut_off_results
+    worker = project.worker("tasks", "-P", "threads", "-c", "4")
+    try:
+        assert client.send_task("tasks.mark", (-1,)).get(timeout=30) == -10
+        # Its ack first: a cut between the write and its reply would leave the worker unsure, and
+        # it would rightly write it again (and ack it) only once the store is back.
+        _wait(lambda: rclient.hlen("unacked") == 0, 10, "the first ack")
+        proxy.drop()
+        results = [client.send_task("tasks.mark", (i,)) for i in range(5)]
+        _wait(lambda: sorted(i for i in _ran(project) if i >= 0) == list(range(5)), 30, "the tasks to run")
+        assert worker.stop() == 0
+        assert "could not write the results of 5 task(s) at shutdown" in worker.output
+        # Back on their queue at once (not left for the visibility timeout), none acked.
+        assert rclient.llen("celery") == 5
+        assert rclient.hlen("unacked") == 0
+        proxy.restore()
+        again = project.worker("tasks", "-P", "threads", "-c", "4")
+        assert [r.get(timeout=30) for r in results] == [i * 10 for i in range(5)]
+        assert sorted(_ran(project)) == [-1, *sorted([*range(5), *range(5)])]  # run again, not lost
+        assert again.stop() == 0
+    finally:
+        client.close()
