@@ -1037,17 +1037,15 @@ class AMQPBroker(Broker):
     def ack(self, delivery: Delivery) -> None:
         """Ack, but only after RabbitMQ confirmed what this thread published before (a task's follow-ups).
 
-        With nothing unconfirmed, the ack goes now; otherwise it is left to the IO loop, which
-        sends it once the confirms are in (this returns at once). If the process dies first,
-        RabbitMQ delivers the task again: run twice rather than its follow-ups lost."""
+        The ack is handed to the IO loop, which sends it (once those confirms are in) while this
+        thread goes on: an ack has no reply to wait for, and a worker whose next messages come
+        only as RabbitMQ sees acks (the prefetch window) would otherwise wait for a thread hop
+        per task. If the process dies first, RabbitMQ delivers the task again: run twice rather
+        than its follow-ups lost. ``close()`` waits for the acks handed over before it."""
         message = self._take(delivery)
         if message is None:
             return
-        pending = _unconfirmed_by_this_thread()
-        if not pending:
-            self._settle("acknowledging", message.ack())
-            return
-        self._loop().call_soon(self._start_deferred_ack, message, pending)
+        self._loop().call_soon(self._start_deferred_ack, message, _unconfirmed_by_this_thread())
 
     def _start_deferred_ack(
         self, message: aio_pika.abc.AbstractIncomingMessage, pending: list[tuple[AMQPBroker, int]]

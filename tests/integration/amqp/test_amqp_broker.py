@@ -178,6 +178,30 @@ def test_prefetch_bounds_unacked_messages(broker: AMQPBroker, vhost: str) -> Non
     assert 1 <= len(more) <= 3
 
 
+def test_acks_handed_to_the_io_loop_all_reach_rabbitmq_before_close(amqp_url: str, vhost: str) -> None:
+    """ack() returns before its frame is written; close() still sends every ack handed over before it,
+    so a worker that stops right after its last tasks gets none of them delivered again."""
+    broker = AMQPBroker(amqp_url, {"connect_timeout": 5})
+    broker.declare_queue(QueueSpec("q", "q", "q"))
+    for i in range(200):
+        broker.publish(envelope(str(i).encode()), exchange="", routing_key="q")
+    broker.set_prefetch(200)
+    got: list[Any] = []
+    deadline = time.monotonic() + 10
+    while len(got) < 200 and time.monotonic() < deadline:
+        got += broker.get(["q"], max_messages=200, timeout=1)
+    assert len(got) == 200
+    for delivery in got:
+        broker.ack(delivery)
+    broker.close()  # at once: the acks may still be on their way through the IO loop
+    assert queue_counts(vhost)["q"] == (0, 0)
+    again = AMQPBroker(amqp_url, {"connect_timeout": 5})
+    try:
+        assert again.get(["q"], max_messages=10, timeout=0.5) == []
+    finally:
+        again.close()
+
+
 def test_priorities_nine_is_most_urgent(broker: AMQPBroker) -> None:
     broker.declare_queue(QueueSpec("p", "p", "p", max_priority=10))
     for priority in (1, 9, 5, 0):
