@@ -7,8 +7,10 @@ message of a task is acknowledged only once its result is written (:meth:`WriteB
 a worker killed in between runs the task again rather than losing its result: the same promise as
 a worker killed in the middle of the task.
 
-Writes go out in the order they were handed over. A write that fails (the store is down) is kept,
-and tried again until it succeeds or the worker stops; the acks waiting on it wait too.
+Writes go out in the order they were handed over. A batch that fails (the store is down) is kept,
+and tried again until it succeeds or the worker stops; the acks waiting on it wait too. What to
+do with one write the store refuses while it takes the others is the executor's business (the
+Redis backend records that task's failure instead, as an inline write would).
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ __all__ = ["WriteBehind"]
 logger = logging.getLogger("celeriac.worker")
 
 Command = tuple[Any, ...]
+Write = tuple[Any, tuple[Command, ...]]  # (tag given to add(), the write's commands)
 RETRY_AFTER = 0.5  # seconds between tries while the store can't be written
 
 
 class WriteBehind:
-    def __init__(self, execute: Callable[[Sequence[Command]], Any], *, name: str = "ResultWriter") -> None:
+    def __init__(self, execute: Callable[[Sequence[Write]], Any], *, name: str = "ResultWriter") -> None:
         self._execute = execute
         self._name = name
         self._lock = threading.Lock()
-        self._commands: list[Command] = []
+        self._writes: list[Write] = []
         self._callbacks: list[tuple[int, Callable[[], None]]] = []  # (writes it waits for, callback)
         self._added = 0  # writes handed over so far
         self._written = 0  # of which written
@@ -45,15 +48,15 @@ class WriteBehind:
     def pending(self) -> int:
         return self._added - self._written
 
-    def add(self, *commands: Command, now: bool = False) -> int:
+    def add(self, *commands: Command, now: bool = False, tag: Any = None) -> int:
         """One write (its commands stay together, in order), sent soon by the writer thread; returns
-        its number, for :meth:`after`.
+        its number, for :meth:`after`. ``tag`` goes with it to the executor.
 
         ``now``: sent at once from this thread, with whatever waits (for a worker with nothing else
         to do, the hand-over to the writer thread would only add to the task's round trip).
         """
         with self._lock:
-            self._commands.extend(commands)
+            self._writes.append((tag, commands))
             self._added += 1
             number = self._added
             first = self._added - self._written == 1
@@ -142,14 +145,14 @@ class WriteBehind:
     def _write_waiting(self) -> None:
         """Write what waits and run the callbacks it releases; the caller holds ``_flushing``."""
         with self._lock:
-            commands, self._commands = self._commands, []
+            writes, self._writes = self._writes, []
             upto = self._added
-        if commands:
+        if writes:
             try:
-                self._execute(commands)
+                self._execute(writes)
             except BaseException:
                 with self._lock:
-                    self._commands[:0] = commands  # first in line for the next try
+                    self._writes[:0] = writes  # first in line for the next try
                 raise
         with self._lock:
             self._written = upto

@@ -12,6 +12,7 @@ All waits in a process share one pub/sub connection (see ``_redis_listener``).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import weakref
@@ -24,7 +25,7 @@ import redis.exceptions
 
 from .. import states
 from .._redis import client_from_url, connection_errors, execute_raw, redis_error
-from ..exceptions import TimeoutError
+from ..exceptions import BackendStoreError, OperationalError, TimeoutError
 from ..serialization import dumps
 from ._redis_listener import ResultListener
 from ._write_behind import WriteBehind
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from ._redis_async import AsyncResultListener
 
 __all__ = ["RedisBackend"]
+
+logger = logging.getLogger("celeriac.worker")
 
 
 class RedisBackend(KeyValueBackend):
@@ -97,7 +100,7 @@ class RedisBackend(KeyValueBackend):
         store = ("SET", key, value, "EX", max(1, int(ttl))) if ttl else ("SET", key, value)
         # With more tasks waiting, the writer thread batches this write with theirs; otherwise
         # it goes out now, from this thread, with whatever else waits.
-        number = behind.add(store, ("PUBLISH", key, value), now=not self._busy())
+        number = behind.add(store, ("PUBLISH", key, value), now=not self._busy(), tag=meta.task_id)
         self._write_of[meta.task_id] = number
 
     # -- writes behind the worker's pool -----------------------------------------
@@ -106,8 +109,30 @@ class RedisBackend(KeyValueBackend):
             self._behind = WriteBehind(self._write_many)
         self._busy = busy or _always
 
-    def _write_many(self, commands: Sequence[tuple[Any, ...]]) -> None:
-        self._run("storing results", execute_raw, self.client, *commands)
+    def _write_many(self, writes: Sequence[tuple[Any, tuple[tuple[Any, ...], ...]]]) -> None:
+        try:
+            self._run("storing results", execute_raw, self.client, *(c for _, commands in writes for c in commands))
+        except OperationalError as exc:
+            if not isinstance(exc.__cause__, redis.exceptions.ResponseError):
+                raise  # the store is away: the whole batch is tried again
+            # Redis refused some write (out of memory, a value over its size limit) and took the
+            # others. Each is tried alone, and a refused one is recorded as its task's failure, as
+            # an inline write would be, rather than holding back every result behind it.
+            for task_id, commands in writes:
+                try:
+                    execute_raw(self.client, *commands)
+                except redis.exceptions.ResponseError as refused:
+                    self._record_refused(str(task_id), refused)
+                except connection_errors as lost:
+                    raise redis_error(lost, self.url, "storing results") from lost
+
+    def _record_refused(self, task_id: str, exc: BaseException) -> None:
+        logger.error("could not store the result of task %s: %s", task_id, exc)
+        failure = BackendStoreError(f"could not store the result: {exc}")
+        try:
+            self.store(self.build_meta(task_id, failure, states.FAILURE))
+        except Exception:
+            logger.exception("could not store the failure of task %s either", task_id)
 
     def after_writes(self, callback: Callable[[], None], task_id: str | None = None) -> None:
         if self._behind is None:

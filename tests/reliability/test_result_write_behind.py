@@ -8,7 +8,9 @@ be written.
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -137,5 +139,53 @@ def test_results_that_cannot_be_written_at_shutdown_run_again(
         assert [r.get(timeout=30) for r in results] == [i * 10 for i in range(5)]
         assert sorted(_ran(project)) == [-1, *sorted([*range(5), *range(5)])]  # run again, not lost
         assert again.stop() == 0
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def write_limited_user(rclient: redis.Redis) -> Iterator[str]:
+    """A Redis user that may write only result keys of task ids starting with ``ok-``."""
+    name = f"celeriac-wb-{os.getpid()}"
+    rclient.acl_setuser(
+        name,
+        enabled=True,
+        passwords=["+secret"],
+        commands=["+@all"],
+        keys=["%R~*", "%W~celery-task-meta-ok-*"],
+        channels=["*"],
+        reset=True,
+        reset_keys=True,
+    )
+    yield name
+    rclient.acl_deluser(name)
+
+
+def test_a_result_the_store_refuses_does_not_hold_back_the_others(
+    project: Project, redis_url: str, rclient: redis.Redis, write_limited_user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis refuses one write of a batch (here: no permission; in production: out of memory, a value
+    over its size limit) and takes the others. The refused task is logged and its message acked,
+    as with an inline write; the results batched with it and after it are all stored."""
+    project.write("tasks.py", TASKS)
+    db = redis_url.rsplit("/", 1)[1]
+    project.broker_url = redis_url
+    project.result_backend = (
+        f"redis://{write_limited_user}:secret@127.0.0.1:{rclient.connection_pool.connection_kwargs['port']}/{db}"
+    )
+    monkeypatch.delenv("CELERIAC_BROKER_URL")
+    worker = project.worker("tasks", "-P", "threads", "-c", "4")
+    client = Celery("client", broker=redis_url, backend=redis_url, set_as_current=False)
+    try:
+        ids = [f"ok-{i}" if i % 5 else f"bad-{i}" for i in range(40)]
+        results = {tid: client.send_task("tasks.mark", (i,), task_id=tid) for i, tid in enumerate(ids)}
+        for i, tid in enumerate(ids):
+            if tid.startswith("ok-"):
+                assert results[tid].get(timeout=30) == i * 10
+        _wait(lambda: rclient.hlen("unacked") == 0, 10, "every message to be acked, the refused ones too")
+        worker.wait_for("could not store the result of task bad-0", timeout=10)
+        assert all(results[tid].state == "PENDING" for tid in ids if tid.startswith("bad-"))
+        assert sorted(_ran(project)) == list(range(40))  # each ran once: nothing was redelivered
+        assert worker.stop() == 0
     finally:
         client.close()

@@ -24,12 +24,12 @@ class Store:
         self.gate.set()
         self.entered = threading.Event()
 
-    def execute(self, commands: Sequence[tuple[Any, ...]]) -> None:
+    def execute(self, writes: Sequence[tuple[Any, tuple[tuple[Any, ...], ...]]]) -> None:
         self.entered.set()
         self.gate.wait(10)
         if self.down:
             raise ConnectionError("store down")
-        self.batches.append(list(commands))
+        self.batches.append([c for _tag, commands in writes for c in commands])
 
     @property
     def written(self) -> list[tuple[Any, ...]]:
