@@ -48,6 +48,11 @@ class WriteBehind:
     def pending(self) -> int:
         return self._added - self._written
 
+    @property
+    def written(self) -> int:
+        """Number of the last write made (writes are numbered from 1 as they are handed over)."""
+        return self._written
+
     def add(self, *commands: Command, now: bool = False, tag: Any = None) -> int:
         """One write (its commands stay together, in order), sent soon by the writer thread; returns
         its number, for :meth:`after`. ``tag`` goes with it to the executor.

@@ -39,6 +39,8 @@ __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("celeriac.worker")
 
+WRITES_TRACKED = 10_000  # task ids whose write is remembered until their message is settled
+
 
 class RedisBackend(KeyValueBackend):
     supports_native_join = True
@@ -59,6 +61,7 @@ class RedisBackend(KeyValueBackend):
         self._behind: WriteBehind | None = None
         self._busy: Callable[[], bool] = _always
         self._write_of: dict[str, int] = {}  # task id -> number of its write waiting behind
+        self._prune_at = WRITES_TRACKED
         # One listener per event loop (redis.asyncio connections belong to the loop that made them).
         self._async_listeners: weakref.WeakKeyDictionary[Any, AsyncResultListener] = weakref.WeakKeyDictionary()
 
@@ -101,6 +104,12 @@ class RedisBackend(KeyValueBackend):
         # With more tasks waiting, the writer thread batches this write with theirs; otherwise
         # it goes out now, from this thread, with whatever else waits.
         number = behind.add(store, ("PUBLISH", key, value), now=not self._busy(), tag=meta.task_id)
+        if len(self._write_of) >= self._prune_at:
+            # Normally emptied as each task's message is settled; a result stored outside the
+            # worker's own settling (an eager call in a task) would otherwise stay here.
+            written = behind.written
+            self._write_of = {t: n for t, n in self._write_of.items() if n > written}
+            self._prune_at = max(WRITES_TRACKED, 2 * len(self._write_of))  # amortized: no scan per store
         self._write_of[meta.task_id] = number
 
     # -- writes behind the worker's pool -----------------------------------------

@@ -189,3 +189,29 @@ def test_a_result_the_store_refuses_does_not_hold_back_the_others(
         assert worker.stop() == 0
     finally:
         client.close()
+
+
+def test_writes_no_worker_settles_are_not_remembered_forever(
+    redis_url: str, rclient: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results stored behind but never settled by the worker (an eager call inside a task) leave no
+    trace once written: the task ids the backend keeps for the acks stay bounded."""
+    from celeriac.backends import redis as redis_backend
+
+    monkeypatch.setattr(redis_backend, "WRITES_TRACKED", 100)
+    app = Celery("wb", broker=redis_url, backend=redis_url, set_as_current=False)
+    backend = app.backend
+    try:
+        backend.write_behind()  # no busy() given: every write waits for the writer thread
+        for i in range(1000):
+            backend.store_result(f"eager-{i}", i, "SUCCESS")
+            if i % 50 == 49:
+                assert backend.flush_writes(timeout=10)  # as the writer thread keeps up in a worker
+        assert backend.flush_writes(timeout=10)
+        assert len(backend._write_of) <= 2 * 100
+        assert [backend.get_task_meta(f"eager-{i}")["result"] for i in (0, 500, 999)] == [0, 500, 999]
+        acked: list[str] = []
+        backend.after_writes(lambda: acked.append("now"), "eager-999")
+        assert acked == ["now"]  # written already: called at once
+    finally:
+        app.close()
