@@ -217,6 +217,12 @@ def test_quorum_queue_delays_shared_by_both_fleets(quorum: Project) -> None:
     results = [(ctasks if i % 2 else tasks).add.apply_async((i, 1), countdown=3) for i in range(40)]
     assert [r.get(timeout=60) for r in results] == [i + 1 for i in range(40)]
     assert time.time() - sent >= 3
+    # Each worker logs "succeeded" just after it stores the result the client has just read.
+    deadline = time.monotonic() + 10
+    while celery.output.count("succeeded in") + celeriac.output.count("succeeded in") < 40:
+        assert time.monotonic() < deadline, (celery.output, celeriac.output)
+        time.sleep(0.05)
+    time.sleep(0.5)  # room for a (wrong) second run to show
     ran = celery.output.count("succeeded in") + celeriac.output.count("succeeded in")
     assert ran == 40, (celery.output, celeriac.output)
     # Celery's client took the delay layout (the message left it through a celery_delayed_* exchange).
