@@ -215,3 +215,25 @@ def test_writes_no_worker_settles_are_not_remembered_forever(
         assert acked == ["now"]  # written already: called at once
     finally:
         app.close()
+
+
+def test_write_behind_off_writes_in_the_task_thread(
+    project: Project, cut_off_results: tuple[Celery, TCPProxy], rclient: redis.Redis
+) -> None:
+    """``worker_result_write_behind = False``: each task writes its own result before its slot goes on,
+    so a store that is away fails the write in the task (logged), and nothing waits behind."""
+    client, proxy = cut_off_results
+    project.write("celeryconfig.py", "worker_result_write_behind = False\n")
+    project.write("tasks.py", TASKS + "\napp.config_from_object('celeryconfig')\n")
+    worker = project.worker("tasks", "-P", "threads", "-c", "2")
+    try:
+        assert client.send_task("tasks.mark", (-1,)).get(timeout=30) == -10
+        _wait(lambda: rclient.hlen("unacked") == 0, 10, "the first ack")
+        proxy.drop()
+        client.send_task("tasks.mark", (1,))
+        worker.wait_for("could not store the result of tasks.mark", timeout=30)
+        _wait(lambda: rclient.hlen("unacked") == 0, 10, "the ack: the outcome was recorded in the task")
+        assert "could not write results" not in worker.output  # no writer thread
+        assert worker.stop() == 0
+    finally:
+        client.close()
