@@ -88,8 +88,7 @@ class RedisBackend(KeyValueBackend):
         return values
 
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
-        store = ("SET", key, value, "EX", max(1, int(ttl))) if ttl else ("SET", key, value)
-        self._run("storing a result", execute_raw, self.client, store, ("PUBLISH", key, value))
+        self._run("storing a result", execute_raw, self.client, *_set_commands(key, value, ttl))
 
     def store(self, meta: ResultMeta) -> None:
         behind = self._behind
@@ -98,12 +97,10 @@ class RedisBackend(KeyValueBackend):
             return
         # Encoded here, in the task's thread, so a value that can't be stored fails its task as
         # before; only the round trip is left to the writer.
-        key, value = self.task_key(meta.task_id), self.encode_meta(meta)
-        ttl = self.expires
-        store = ("SET", key, value, "EX", max(1, int(ttl))) if ttl else ("SET", key, value)
+        commands = _set_commands(self.task_key(meta.task_id), self.encode_meta(meta), self.expires)
         # With more tasks waiting, the writer thread batches this write with theirs; otherwise
         # it goes out now, from this thread, with whatever else waits.
-        number = behind.add(store, ("PUBLISH", key, value), now=not self._busy(), tag=meta.task_id)
+        number = behind.add(*commands, now=not self._busy(), tag=meta.task_id)
         if len(self._write_of) >= self._prune_at:
             # Normally emptied as each task's message is settled; a result stored outside the
             # worker's own settling (an eager call in a task) would otherwise stay here.
@@ -330,6 +327,12 @@ class RedisBackend(KeyValueBackend):
     def cleanup(self) -> int:
         """Redis expires results itself (``result_expires``); nothing to do."""
         return 0
+
+
+def _set_commands(key: str, value: bytes, ttl: float | None) -> tuple[tuple[Any, ...], ...]:
+    """Store a result and announce it to those waiting (the value goes with the announcement)."""
+    store = ("SET", key, value, "EX", max(1, int(ttl))) if ttl else ("SET", key, value)
+    return store, ("PUBLISH", key, value)
 
 
 def _always() -> bool:
