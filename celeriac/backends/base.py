@@ -127,9 +127,9 @@ class ResultBackend(abc.ABC):
         successful results to a writer thread from now on (see :meth:`after_writes`). ``busy()``
         says whether more tasks wait to run, i.e. whether a write is worth holding for a batch."""
 
-    def after_writes(self, callback: Callable[[], None], task_id: str | None = None) -> None:
-        """Call ``callback`` once the result stored for ``task_id`` (by default: every result stored
-        until now) is written; the worker acks a task's message there."""
+    def after_writes(self, callback: Callable[[], None], task_id: str) -> None:
+        """Call ``callback`` once the result stored for ``task_id`` is written (at once if none
+        waits); the worker acks a task's message there."""
         callback()
 
     def flush_writes(self, timeout: float | None = None) -> bool:

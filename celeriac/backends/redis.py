@@ -119,18 +119,18 @@ class RedisBackend(KeyValueBackend):
         try:
             self._run("storing results", execute_raw, self.client, *(c for _, commands in writes for c in commands))
         except OperationalError as exc:
-            if not isinstance(exc.__cause__, redis.exceptions.ResponseError):
+            if not _refused(exc):
                 raise  # the store is away: the whole batch is tried again
             # Redis refused some write (out of memory, a value over its size limit) and took the
             # others. Each is tried alone, and a refused one is recorded as its task's failure, as
             # an inline write would be, rather than holding back every result behind it.
             for task_id, commands in writes:
                 try:
-                    execute_raw(self.client, *commands)
-                except redis.exceptions.ResponseError as refused:
-                    self._record_refused(str(task_id), refused)
-                except connection_errors as lost:
-                    raise redis_error(lost, self.url, "storing results") from lost
+                    self._run("storing a result", execute_raw, self.client, *commands)
+                except OperationalError as one:
+                    if not _refused(one):
+                        raise
+                    self._record_refused(str(task_id), one)
 
     def _record_refused(self, task_id: str, exc: BaseException) -> None:
         logger.error("could not store the result of task %s: %s", task_id, exc)
@@ -140,18 +140,13 @@ class RedisBackend(KeyValueBackend):
         except Exception:
             logger.exception("could not store the failure of task %s either", task_id)
 
-    def after_writes(self, callback: Callable[[], None], task_id: str | None = None) -> None:
-        if self._behind is None:
-            callback()
-            return
-        if task_id is None:
-            self._behind.after(callback)
-            return
-        number = self._write_of.pop(task_id, None)
-        if number is None:
+    def after_writes(self, callback: Callable[[], None], task_id: str) -> None:
+        behind = self._behind
+        number = None if behind is None else self._write_of.pop(task_id, None)
+        if behind is None or number is None:
             callback()  # nothing of this task's waits
         else:
-            self._behind.after(callback, number)
+            behind.after(callback, number)
 
     def flush_writes(self, timeout: float | None = None) -> bool:
         return True if self._behind is None else self._behind.flush(timeout)
@@ -333,6 +328,11 @@ def _set_commands(key: str, value: bytes, ttl: float | None) -> tuple[tuple[Any,
     """Store a result and announce it to those waiting (the value goes with the announcement)."""
     store = ("SET", key, value, "EX", max(1, int(ttl))) if ttl else ("SET", key, value)
     return store, ("PUBLISH", key, value)
+
+
+def _refused(exc: OperationalError) -> bool:
+    """Redis answered the command with an error (as opposed to not answering at all)."""
+    return isinstance(exc.__cause__, redis.exceptions.ResponseError)
 
 
 def _always() -> bool:

@@ -211,9 +211,13 @@ class Consumer:
             # Results waiting to be written normally take a round trip; past a few prefetch windows
             # the store is down or slow, and the worker stops taking messages instead of running
             # more tasks whose results pile up in memory.
-            if len(self._unwritten) >= self.prefetch_limit * UNWRITTEN_WINDOWS:
+            if len(self._unwritten) >= self._unwritten_limit:
                 held += len(self._unwritten)
             return held
+
+    @property
+    def _unwritten_limit(self) -> int:
+        return self.prefetch_limit * UNWRITTEN_WINDOWS
 
     def held_deliveries(self) -> list[Delivery]:
         """Every delivery this worker holds (for lease renewal)."""
@@ -550,7 +554,7 @@ class Consumer:
         with self._lock:
             if self._unwritten.pop(id(request), None) is None:
                 return  # requeued at shutdown (requeue_unwritten) while its result waited
-            full = len(self._unwritten) + 1 >= self.prefetch_limit * UNWRITTEN_WINDOWS
+            full = len(self._unwritten) + 1 >= self._unwritten_limit
         if full:
             self._slot_freed.set()  # the loop may be waiting for these writes before it fetches
         try:
