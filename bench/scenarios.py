@@ -61,14 +61,15 @@ def cpu(i, loops):
     return i
 '''
 
-# Celery runs no coroutine tasks: only celeriac's module gets one.
+# Celery runs no coroutine tasks: only celeriac's module gets one. asyncio is imported inside the
+# task, so that the sync scenarios' workers load the same modules from both task modules (a
+# module-level import would put asyncio, and ssl with it, in each prefork child's memory).
 ASYNC_TASKS = """
-
-import asyncio
-
 
 @app.task
 async def asleep(i, seconds):
+    import asyncio
+
     await asyncio.sleep(seconds)
     return i
 

@@ -9,7 +9,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
@@ -162,7 +161,7 @@ class Celery:
         self.task_cls: type[BaseTask[Any, Any]] = task_cls or BaseTask  # type: ignore[assignment]
         self.tasks = TaskRegistry()
         self.finalized = False
-        self._oid = str(uuid.uuid4())
+        self._oid = new_id()
         self._oid_pid = os.getpid()
         self._lock = threading.RLock()
         self._broker: Broker | None = None
@@ -210,7 +209,7 @@ class Celery:
         """This app's id in this process (a forked child gets its own): the ``reply_to`` of the tasks it sends."""
         pid = _process.pid()
         if self._oid_pid != pid:
-            self._oid, self._oid_pid = str(uuid.uuid4()), pid
+            self._oid, self._oid_pid = new_id(), pid
         return self._oid
 
     @property

@@ -22,11 +22,11 @@ Celery's does, so mixed fleets run each other's canvases:
 from __future__ import annotations
 
 import itertools
-import uuid as _uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from copy import deepcopy
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
+from ._process import new_id
 from ._state import current_task_var, get_current_app
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ _IMMUTABLE_OPTIONS = frozenset({"group_id", "stamped_headers"})
 
 
 def _uuid4() -> str:
-    return str(_uuid.uuid4())
+    return new_id()
 
 
 class Signature(dict[str, Any], Generic[R]):

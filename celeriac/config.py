@@ -8,7 +8,6 @@ with the nearest valid key, which catches typos such as ``task_serialiser``.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import logging
 import os
@@ -423,6 +422,8 @@ def _check_timezone(key: str, value: Any) -> Any:
 
 
 def nearest_setting(key: str) -> str | None:
+    import difflib
+
     matches = difflib.get_close_matches(key.lower(), SETTINGS.keys(), n=1, cutoff=0.6)
     return matches[0] if matches else None
 

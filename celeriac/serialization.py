@@ -21,11 +21,9 @@ import base64
 import json
 import pickle
 import sys
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from decimal import Decimal
 from typing import Any
 
 from .exceptions import ContentDisallowed, DecodeError, EncodeError, SecurityError
@@ -64,9 +62,13 @@ def _json_default(obj: Any) -> Any:
         return _tag("date", obj.isoformat())
     if isinstance(obj, time):
         return _tag("time", obj.isoformat())
-    if isinstance(obj, Decimal):
+    # Read from sys.modules: a Decimal or UUID exists only once its module is loaded, and not
+    # loading them here keeps every worker process (prefork children too) smaller.
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and isinstance(obj, decimal.Decimal):
         return _tag("decimal", str(obj))
-    if isinstance(obj, uuid.UUID):
+    uuid = sys.modules.get("uuid")
+    if uuid is not None and isinstance(obj, uuid.UUID):
         return _tag("uuid", {"hex": obj.hex})
     if isinstance(obj, (bytes, bytearray, memoryview)):
         raw = bytes(obj)
@@ -87,8 +89,8 @@ _JSON_DECODERS: dict[str, Callable[[Any], Any]] = {
     "datetime": datetime.fromisoformat,
     "date": lambda v: datetime.fromisoformat(v).date(),
     "time": time.fromisoformat,
-    "decimal": Decimal,
-    "uuid": lambda v: uuid.UUID(**v),
+    "decimal": lambda v: __import__("decimal").Decimal(v),
+    "uuid": lambda v: __import__("uuid").UUID(**v),
     "bytes": lambda v: v.encode("utf-8"),
     "base64": lambda v: base64.b64decode(v.encode("ascii")),
 }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import random
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
@@ -425,12 +424,12 @@ class Task(Generic[P, R]):
         headers: Mapping[str, Any] | None,
         options: Mapping[str, Any],
     ) -> tuple[Context, bool]:
-        import uuid
+        from ._process import new_id
 
         app = self.app
         if app.autofinalize and not app.finalized:
             app.finalize(auto=True)
-        task_id = task_id or str(uuid.uuid4())
+        task_id = task_id or new_id()
         throw = app.conf.task_eager_propagates if throw is None else throw
         parent = current_task_var.get()
         ctx = Context(
@@ -659,6 +658,8 @@ class Task(Generic[P, R]):
         factor = 1.0 if self.retry_backoff is True else float(self.retry_backoff)
         countdown = float(min(self.retry_backoff_max, factor * (2**retries)))
         if self.retry_jitter:
+            import random
+
             countdown = float(random.randrange(int(countdown) + 1))
         return max(0.0, countdown)
 

@@ -208,8 +208,9 @@ DESCRIPTIONS: dict[str, str] = {
     "worker_pool": "Pool: `prefork`, `threads`, `solo` or `asyncio`.",
     "worker_asyncio_threads": "Threads that run sync tasks beside the event loop of the asyncio pool.",
     "worker_result_write_behind": (
-        "With the `solo`, `threads` and `asyncio` pools on a Redis result backend, successful results are "
-        "written by a writer thread, many in one round trip, while the pool goes on; each message is acked "
+        "On a Redis result backend, successful results are written by a writer thread of the worker, many "
+        "in one round trip, while the pool goes on (prefork pool processes hand theirs to the worker with "
+        "each task's outcome); each message is acked "
         "only once its result is written, and if the store is away the worker stops taking messages after "
         "four prefetch windows. At shutdown, results that still can't be written (after 10 s) send their "
         "messages back to the queue. `False`: each task writes its result before its slot takes the next one."

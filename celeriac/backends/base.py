@@ -136,6 +136,23 @@ class ResultBackend(abc.ABC):
         """Write now whatever :meth:`write_behind` left waiting; False if it could not be written."""
         return True
 
+    # -- writes handed from a prefork child to its worker (optional) -------------
+    def hand_over_writes(self) -> bool:
+        """Called in a prefork child: successful results are encoded here, so a value that can't be
+        stored still fails its task, and kept for :meth:`take_writes` instead of being written; the
+        worker makes the writes (:meth:`accept_writes`), behind its pool. False when this store
+        can't: the child then writes its own results."""
+        return False
+
+    def take_writes(self) -> list[tuple[str, Any]]:
+        """The writes kept since the last call (in a child that :meth:`hand_over_writes`)."""
+        return []
+
+    def accept_writes(self, writes: Sequence[tuple[str, Any]]) -> None:
+        """Make the writes a child handed over, as this process's own stores (:meth:`after_writes`
+        knows of them)."""
+        raise NotImplementedError(f"{type(self).__name__} takes no writes from other processes")
+
     def wait_for(
         self, task_id: str, *, timeout: float | None = None, interval: float = 0.5, just_sent: bool = False
     ) -> ResultMeta:

@@ -20,20 +20,20 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import redis
-import redis.exceptions
-
 from .. import states
-from .._redis import client_from_url, connection_errors, execute_raw, redis_error
 from ..exceptions import BackendStoreError, OperationalError, TimeoutError
 from ..serialization import dumps
-from ._redis_listener import ResultListener
 from ._write_behind import WriteBehind
 from .base import KeyValueBackend, ResultMeta
 
+# redis-py is imported with the first connection, not with this module: a prefork child that
+# hands its results to the worker (hand_over_writes) never loads it.
 if TYPE_CHECKING:
+    import redis
+
     from ..app import Celery
     from ._redis_async import AsyncResultListener
+    from ._redis_listener import ResultListener
 
 __all__ = ["RedisBackend"]
 
@@ -61,6 +61,7 @@ class RedisBackend(KeyValueBackend):
         self._behind: WriteBehind | None = None
         self._busy: Callable[[], bool] = _always
         self._write_of: dict[str, int] = {}  # task id -> number of its write waiting behind
+        self._handed: list[tuple[str, Any]] | None = None  # in a prefork child: writes for the worker
         self._prune_at = WRITES_TRACKED
         # One listener per event loop (redis.asyncio connections belong to the loop that made them).
         self._async_listeners: weakref.WeakKeyDictionary[Any, AsyncResultListener] = weakref.WeakKeyDictionary()
@@ -68,17 +69,28 @@ class RedisBackend(KeyValueBackend):
     @property
     def client(self) -> redis.Redis:
         if self._client is None:
+            from .._redis import client_from_url
+
             self._client = client_from_url(self.url, self._options, timeout=self._timeout, use_ssl=self._use_ssl)
         return self._client
 
     def _run(self, action: str, fn: Any, *args: Any) -> Any:
         try:
             return fn(*args)
-        except connection_errors + (redis.exceptions.RedisError,) as exc:
+        except _errors() as exc:  # evaluated only once something was raised
+            from .._redis import redis_error
+
             raise redis_error(exc, self.url, action) from exc
 
+    def _execute(self, action: str, *commands: tuple[Any, ...]) -> list[Any]:
+        """Commands in one round trip (a pipeline without MULTI); their replies."""
+        from .._redis import execute_raw
+
+        replies: list[Any] = self._run(action, execute_raw, self.client, *commands)
+        return replies
+
     def _get(self, key: str) -> bytes | None:
-        value: bytes | None = self._run("reading a result", execute_raw, self.client, ("GET", key))[0]
+        value: bytes | None = self._execute("reading a result", ("GET", key))[0]
         return value
 
     def _mget(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -88,26 +100,19 @@ class RedisBackend(KeyValueBackend):
         return values
 
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
-        self._run("storing a result", execute_raw, self.client, *_set_commands(key, value, ttl))
+        self._execute("storing a result", *_set_commands(key, value, ttl))
 
     def store(self, meta: ResultMeta) -> None:
-        behind = self._behind
-        if behind is None or meta.status != states.SUCCESS:
+        if meta.status != states.SUCCESS or (self._behind is None and self._handed is None):
             super().store(meta)
             return
         # Encoded here, in the task's thread, so a value that can't be stored fails its task as
-        # before; only the round trip is left to the writer.
-        commands = _set_commands(self.task_key(meta.task_id), self.encode_meta(meta), self.expires)
-        # With more tasks waiting, the writer thread batches this write with theirs; otherwise
-        # it goes out now, from this thread, with whatever else waits.
-        number = behind.add(*commands, now=not self._busy(), tag=meta.task_id)
-        if len(self._write_of) >= self._prune_at:
-            # Normally emptied as each task's message is settled; a result stored outside the
-            # worker's own settling (an eager call in a task) would otherwise stay here.
-            written = behind.written
-            self._write_of = {t: n for t, n in self._write_of.items() if n > written}
-            self._prune_at = max(WRITES_TRACKED, 2 * len(self._write_of))  # amortized: no scan per store
-        self._write_of[meta.task_id] = number
+        # before; only the round trip is left to the writer (or to the worker, from a child).
+        write = (meta.task_id, _set_commands(self.task_key(meta.task_id), self.encode_meta(meta), self.expires))
+        if self._handed is not None:
+            self._handed.append(write)
+        else:
+            self.accept_writes((write,))
 
     # -- writes behind the worker's pool -----------------------------------------
     def write_behind(self, busy: Callable[[], bool] | None = None) -> None:
@@ -115,9 +120,39 @@ class RedisBackend(KeyValueBackend):
             self._behind = WriteBehind(self._write_many)
         self._busy = busy or _always
 
+    def accept_writes(self, writes: Sequence[tuple[str, Any]]) -> None:
+        behind = self._behind
+        if behind is None:
+            self.write_behind()
+            behind = self._behind
+            assert behind is not None
+        # With more tasks waiting, the writer thread batches these writes with theirs; otherwise
+        # they go out now, from this thread, with whatever else waits.
+        now = not self._busy()
+        for task_id, commands in writes:
+            number = behind.add(*commands, now=now, tag=task_id)
+            if len(self._write_of) >= self._prune_at:
+                # Normally emptied as each task's message is settled; a result stored outside the
+                # worker's own settling (an eager call in a task) would otherwise stay here.
+                written = behind.written
+                self._write_of = {t: n for t, n in self._write_of.items() if n > written}
+                self._prune_at = max(WRITES_TRACKED, 2 * len(self._write_of))  # amortized: no scan per store
+            self._write_of[task_id] = number
+
+    def hand_over_writes(self) -> bool:
+        self._handed = []
+        return True
+
+    def take_writes(self) -> list[tuple[str, Any]]:
+        writes = self._handed
+        if not writes:
+            return []
+        self._handed = []
+        return writes
+
     def _write_many(self, writes: Sequence[tuple[Any, tuple[tuple[Any, ...], ...]]]) -> None:
         try:
-            self._run("storing results", execute_raw, self.client, *(c for _, commands in writes for c in commands))
+            self._execute("storing results", *(c for _, commands in writes for c in commands))
         except OperationalError as exc:
             if not _refused(exc):
                 raise  # the store is away: the whole batch is tried again
@@ -126,7 +161,7 @@ class RedisBackend(KeyValueBackend):
             # an inline write would be, rather than holding back every result behind it.
             for task_id, commands in writes:
                 try:
-                    self._run("storing a result", execute_raw, self.client, *commands)
+                    self._execute("storing a result", *commands)
                 except OperationalError as one:
                     if not _refused(one):
                         raise
@@ -149,6 +184,13 @@ class RedisBackend(KeyValueBackend):
             behind.after(callback, number)
 
     def flush_writes(self, timeout: float | None = None) -> bool:
+        if self._handed:
+            # A child about to count a chord part: its own result must be in first.
+            try:
+                self._write_many(self._handed)
+            except OperationalError:
+                return False  # the store is away: the worker will make the write
+            self._handed = []
         return True if self._behind is None else self._behind.flush(timeout)
 
     def _set_unless_success(self, key: str, value: bytes, ttl: float | None) -> bool:
@@ -180,7 +222,7 @@ class RedisBackend(KeyValueBackend):
         key = self.group_key(group_id) + ".s"
         store = ("SET", key, str(int(chord_size)), "EX", max(1, int(self.expires))) if self.expires else (
             "SET", key, str(int(chord_size)))  # fmt: skip
-        self._run("storing a chord size", execute_raw, self.client, store)
+        self._execute("storing a chord size", store)
 
     def apply_chord(self, header_result: Any, body: Any) -> None:
         from ..result import GroupResult
@@ -237,6 +279,8 @@ class RedisBackend(KeyValueBackend):
             self._run("clearing a chord", self.client.delete, jkey, tkey, skey)
 
     def _listener(self) -> ResultListener:
+        from ._redis_listener import ResultListener
+
         pid = os.getpid()
         if self._listener_obj is None or self._listener_pid != pid:
             self._listener_obj, self._listener_pid = ResultListener(self.client), pid
@@ -277,6 +321,8 @@ class RedisBackend(KeyValueBackend):
         self, task_id: str, *, timeout: float | None = None, interval: float = 0.5, just_sent: bool = False
     ) -> ResultMeta:
         import asyncio
+
+        from .._redis import connection_errors, redis_error
 
         listener = self._async_listener()
         key = self.task_key(task_id)
@@ -330,8 +376,19 @@ def _set_commands(key: str, value: bytes, ttl: float | None) -> tuple[tuple[Any,
     return store, ("PUBLISH", key, value)
 
 
+def _errors() -> tuple[type[BaseException], ...]:
+    """What redis-py raises when a command fails (imported by then: a command was sent)."""
+    import redis.exceptions
+
+    from .._redis import connection_errors
+
+    return (*connection_errors, redis.exceptions.RedisError)
+
+
 def _refused(exc: OperationalError) -> bool:
     """Redis answered the command with an error (as opposed to not answering at all)."""
+    import redis.exceptions
+
     return isinstance(exc.__cause__, redis.exceptions.ResponseError)
 
 

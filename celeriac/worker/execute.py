@@ -6,10 +6,10 @@ for eager calls, so a task behaves the same wherever it runs.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import os
+import sys
 import time
 import traceback as tb_module
 from collections.abc import Generator
@@ -18,7 +18,6 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from .. import signals, states
-from .._aio import Interruptible, run_blocking
 from .._state import current_task_var
 from ..canvas import Signature, signature
 from ..exceptions import Ignore, OperationalError, Reject, Retry
@@ -101,6 +100,9 @@ def execute(app: Celery, task: Task[Any, Any], ctx: Context, *, eager: bool = Fa
     steps = _steps(app, task, ctx, eager)
     try:
         awaitable = next(steps)
+        # Only an async task gets here: asyncio is loaded for it, not in every pool process.
+        from .._aio import run_blocking
+
         while True:
             try:
                 value = run_blocking(awaitable)
@@ -121,6 +123,8 @@ async def execute_async(
     ``holder.box`` is set to the :class:`~celeriac._aio.Interruptible` running the
     coroutine, for time limits and revokes to interrupt it.
     """
+    from .._aio import Interruptible
+
     steps = _steps(app, task, ctx, eager)
     try:
         awaitable = next(steps)
@@ -181,7 +185,7 @@ def _steps(app: Celery, task: Task[Any, Any], ctx: Context, eager: bool) -> Gene
         signals.task_rejected.send(sender=task, message=None, exc=exc)
         outcome = Outcome(_tid(ctx), task.name, state, time.perf_counter() - start, action, exc_repr=repr(exc))
     except BaseException as exc:
-        if isinstance(exc, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)) and not eager:
+        if (isinstance(exc, (KeyboardInterrupt, SystemExit)) or _cancelled(exc)) and not eager:
             raise  # the worker is stopping, or the pool stopped this task (revoke terminate): the pool decides
         state, einfo = states.FAILURE, ExceptionInfo(exc)
         outcome = _on_failure(app, task, ctx, exc, einfo, backend, ignore_result, args, kwargs, start)
@@ -198,6 +202,12 @@ def _steps(app: Celery, task: Task[Any, Any], ctx: Context, eager: bool) -> Gene
         sender=task, task_id=_tid(ctx), task=task, args=args, kwargs=kwargs, retval=retval, state=state
     )
     return outcome
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """An asyncio cancellation: only possible once asyncio is loaded (a sync task's process may never)."""
+    aio = sys.modules.get("asyncio")
+    return aio is not None and isinstance(exc, aio.CancelledError)
 
 
 def _autoretry(task: Task[Any, Any], exc: Exception) -> Retry | None:

@@ -173,11 +173,62 @@ class WorkController:
         signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf, options={})
         app.import_default_modules()
         app.finalize()
-        self.broker = self._open_broker()
+        self.pool = create_pool(
+            self.pool_kind,
+            app,
+            min(self.autoscale) if self.autoscale and self.pool_kind != "solo" else self.concurrency,
+            app_path=self.app_path,
+            max_tasks_per_child=self.max_tasks_per_child,
+            max_memory_per_child=self.max_memory_per_child,
+        )
+        signals.worker_init.send(sender=self)
+        if not self.pool.tasks_in_this_process:
+            # Child processes are forked before the broker is opened: they inherit neither its
+            # connections nor its client library, only what running tasks needs (each page this
+            # process has at fork time counts in every child's resident size).
+            self.pool.start()
+        try:
+            broker, consumer = self._connect()
+        except BaseException:
+            self.pool.stop(graceful=False)
+            raise
+        if self.pool.tasks_in_this_process:
+            self.pool.start()
+        self._start_lease_keeper()
+        self._start_health()
+        self._start_events()
+        self._start_pidbox()
+        if self.autoscale and self.pool_kind != "solo":
+            from .autoscale import Autoscaler
+
+            self.autoscaler = Autoscaler(
+                self.pool, consumer.waiting, lambda: len(self.state.active),
+                max_concurrency=max(self.autoscale), min_concurrency=min(self.autoscale),
+            )  # fmt: skip
+            self.autoscaler.start()
+        self._install_signal_handlers()
+        logger.info("Connected to %s", broker.info().get("url"))
+        logger.info("%s ready.", self.hostname)
+        signals.worker_ready.send(sender=self)
+        try:
+            consumer.run()
+            self._warm_stop()
+        except (WorkerTerminate, KeyboardInterrupt):
+            self._cold_stop()
+        finally:
+            self._finish()
+        if self._restart:
+            self._exec_again()
+
+    def _connect(self) -> tuple[Broker, Consumer]:
+        """Open the broker, declare the queues and make the consumer."""
+        app = self.app
+        assert self.pool is not None
+        self.broker = broker = self._open_broker()
         for name in self.queues:
-            self.broker.declare_queue(app.queue_spec(name))
+            broker.declare_queue(app.queue_spec(name))
         if self.purge:
-            purged = sum(self.broker.purge(q) for q in self.queues)
+            purged = sum(broker.purge(q) for q in self.queues)
             _say(
                 f"Purged {purged} message{'' if purged == 1 else 's'} from {len(self.queues)} known task queue"
                 f"{'' if len(self.queues) == 1 else 's'}."
@@ -187,17 +238,9 @@ class WorkController:
             from ..cli.banner import worker_banner
 
             _say(worker_banner(self))
-        self.pool = create_pool(
-            self.pool_kind,
+        self.consumer = consumer = Consumer(
             app,
-            min(self.autoscale) if self.autoscale and self.pool_kind != "solo" else self.concurrency,
-            app_path=self.app_path,
-            max_tasks_per_child=self.max_tasks_per_child,
-            max_memory_per_child=self.max_memory_per_child,
-        )
-        self.consumer = Consumer(
-            app,
-            self.broker,
+            broker,
             self.pool,
             queues=self.queues,
             hostname=self.hostname,
@@ -205,40 +248,13 @@ class WorkController:
             state=self.state,
             disable_rate_limits=bool(self.disable_rate_limits),
         )
-        signals.worker_init.send(sender=self)
         self._load_revoked()
-        if self.pool.tasks_in_this_process and app.conf.worker_result_write_behind:
-            # Successful results go out in batches from a writer thread; each message is acked
-            # once its result is written (the consumer settles through backend.after_writes).
-            consumer = self.consumer
+        if app.conf.worker_result_write_behind:
+            # Successful results go out in batches from a writer thread (prefork children hand
+            # theirs over with their outcomes); each message is acked once its result is written
+            # (the consumer settles through backend.after_writes).
             app.backend.write_behind(busy=lambda: consumer.waiting() > 0)
-        self.pool.start()
-        self._start_lease_keeper()
-        self._start_health()
-        self._start_events()
-        self._start_pidbox()
-        if self.autoscale and self.pool_kind != "solo":
-            from .autoscale import Autoscaler
-
-            consumer = self.consumer
-            self.autoscaler = Autoscaler(
-                self.pool, consumer.waiting, lambda: len(self.state.active),
-                max_concurrency=max(self.autoscale), min_concurrency=min(self.autoscale),
-            )  # fmt: skip
-            self.autoscaler.start()
-        self._install_signal_handlers()
-        logger.info("Connected to %s", self.broker.info().get("url"))
-        logger.info("%s ready.", self.hostname)
-        signals.worker_ready.send(sender=self)
-        try:
-            self.consumer.run()
-            self._warm_stop()
-        except (WorkerTerminate, KeyboardInterrupt):
-            self._cold_stop()
-        finally:
-            self._finish()
-        if self._restart:
-            self._exec_again()
+        return broker, consumer
 
     def _open_broker(self) -> Broker:
         broker = self.app.create_broker()

@@ -60,7 +60,7 @@ def cut_off_results(
     return client, redis_proxy
 
 
-@pytest.mark.parametrize("pool", ["solo", "threads", "asyncio"])
+@pytest.mark.parametrize("pool", ["solo", "threads", "asyncio", "prefork"])
 def test_acks_wait_for_the_results_and_nothing_is_lost_while_the_store_is_away(
     pool: str, project: Project, cut_off_results: tuple[Celery, TCPProxy], rclient: redis.Redis
 ) -> None:
@@ -116,11 +116,12 @@ def test_a_worker_whose_results_pile_up_stops_taking_messages(
         client.close()
 
 
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_results_that_cannot_be_written_at_shutdown_run_again(
-    project: Project, cut_off_results: tuple[Celery, TCPProxy], rclient: redis.Redis
+    pool: str, project: Project, cut_off_results: tuple[Celery, TCPProxy], rclient: redis.Redis
 ) -> None:
     client, proxy = cut_off_results
-    worker = project.worker("tasks", "-P", "threads", "-c", "4")
+    worker = project.worker("tasks", "-P", pool, "-c", "4")
     try:
         assert client.send_task("tasks.mark", (-1,)).get(timeout=30) == -10
         # Its ack first: a cut between the write and its reply would leave the worker unsure, and
@@ -135,7 +136,7 @@ def test_results_that_cannot_be_written_at_shutdown_run_again(
         assert rclient.llen("celery") == 5
         assert rclient.hlen("unacked") == 0
         proxy.restore()
-        again = project.worker("tasks", "-P", "threads", "-c", "4")
+        again = project.worker("tasks", "-P", pool, "-c", "4")
         assert [r.get(timeout=30) for r in results] == [i * 10 for i in range(5)]
         assert sorted(_ran(project)) == [-1, *sorted([*range(5), *range(5)])]  # run again, not lost
         assert again.stop() == 0
@@ -161,8 +162,14 @@ def write_limited_user(rclient: redis.Redis) -> Iterator[str]:
     rclient.acl_deluser(name)
 
 
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_a_result_the_store_refuses_does_not_hold_back_the_others(
-    project: Project, redis_url: str, rclient: redis.Redis, write_limited_user: str, monkeypatch: pytest.MonkeyPatch
+    pool: str,
+    project: Project,
+    redis_url: str,
+    rclient: redis.Redis,
+    write_limited_user: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Redis refuses one write of a batch (here: no permission; in production: out of memory, a value
     over its size limit) and takes the others. The refused task is logged and its message acked,
@@ -174,7 +181,7 @@ def test_a_result_the_store_refuses_does_not_hold_back_the_others(
         f"redis://{write_limited_user}:secret@127.0.0.1:{rclient.connection_pool.connection_kwargs['port']}/{db}"
     )
     monkeypatch.delenv("CELERIAC_BROKER_URL")
-    worker = project.worker("tasks", "-P", "threads", "-c", "4")
+    worker = project.worker("tasks", "-P", pool, "-c", "4")
     client = Celery("client", broker=redis_url, backend=redis_url, set_as_current=False)
     try:
         ids = [f"ok-{i}" if i % 5 else f"bad-{i}" for i in range(40)]
@@ -217,15 +224,17 @@ def test_writes_no_worker_settles_are_not_remembered_forever(
         app.close()
 
 
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_write_behind_off_writes_in_the_task_thread(
-    project: Project, cut_off_results: tuple[Celery, TCPProxy], rclient: redis.Redis
+    pool: str, project: Project, cut_off_results: tuple[Celery, TCPProxy], rclient: redis.Redis
 ) -> None:
-    """``worker_result_write_behind = False``: each task writes its own result before its slot goes on,
-    so a store that is away fails the write in the task (logged), and nothing waits behind."""
+    """``worker_result_write_behind = False``: each task writes its own result before its slot goes on
+    (a prefork child too, instead of handing it to the worker), so a store that is away fails the
+    write in the task (logged), and nothing waits behind."""
     client, proxy = cut_off_results
     project.write("celeryconfig.py", "worker_result_write_behind = False\n")
     project.write("tasks.py", TASKS + "\napp.config_from_object('celeryconfig')\n")
-    worker = project.worker("tasks", "-P", "threads", "-c", "2")
+    worker = project.worker("tasks", "-P", pool, "-c", "2")
     try:
         assert client.send_task("tasks.mark", (-1,)).get(timeout=30) == -10
         _wait(lambda: rclient.hlen("unacked") == 0, 10, "the first ack")

@@ -84,7 +84,13 @@ def _reopen_log(index: int) -> None:
 
 
 def _child_main(
-    conn: Connection, app: Any, app_path: str | None, max_tasks: int | None, max_memory: int | None, index: int = 1
+    conn: Connection,
+    app: Any,
+    app_path: str | None,
+    max_tasks: int | None,
+    max_memory: int | None,
+    index: int = 1,
+    hand_over: bool = False,
 ) -> None:
     # The parent decides when to stop; a Ctrl-C in the terminal reaches the whole
     # process group and must not kill tasks half-way.
@@ -97,6 +103,9 @@ def _child_main(
         app = find_app(app_path or "")
     app.on_after_fork.send(sender=app)
     signals.worker_process_init.send(sender=None)
+    # Successful results go to the parent with the outcome, which writes them with the others
+    # (batched behind the pool); this process then needs no connection to the store at all.
+    hand_over = hand_over and app.backend.hand_over_writes()
     conn.send(("ready", os.getpid()))
     done = 0
     try:
@@ -122,7 +131,8 @@ def _child_main(
                     exc_type=type(exc).__name__,
                     stored=False,
                 )
-            conn.send_bytes(_dumps(("done", _outcome_fields(outcome))))
+            writes = app.backend.take_writes() if hand_over else None
+            conn.send_bytes(_dumps(("done", _outcome_fields(outcome), writes)))
             done += 1
             if max_tasks and done >= max_tasks:
                 break
@@ -154,6 +164,7 @@ class PreforkPool(Pool):
         self._collector: threading.Thread | None = None
         self._wakeup_r, self._wakeup_w = self._ctx.Pipe(duplex=False)
         self.alive_timeout = float(app.conf.worker_proc_alive_timeout or 4.0)
+        self.hand_over_writes = bool(app.conf.worker_result_write_behind)
 
     # -- life cycle -----------------------------------------------------------
     def start(self) -> None:
@@ -181,6 +192,7 @@ class PreforkPool(Pool):
                 self.max_tasks_per_child,
                 self.max_memory_per_child,
                 index,
+                self.hand_over_writes,
             ),
             name=f"ForkPoolWorker-{index}",
             daemon=True,
@@ -343,7 +355,14 @@ class PreforkPool(Pool):
             logger.exception("unreadable message from pool process %d", child.pid)
             return
         if message[0] == "done":
-            self._finish(child, Outcome(*message[1]))
+            outcome = Outcome(*message[1])
+            if message[2]:
+                try:
+                    self.app.backend.accept_writes(message[2])
+                except Exception as exc:  # the store can't take them: the task can't count as done
+                    logger.exception("could not take the results of task %s", outcome.task_id)
+                    outcome = _unstored(outcome, exc)
+            self._finish(child, outcome)
         elif message[0] == "ready":
             child.ready = True
             self._capacity_changed()
@@ -497,6 +516,13 @@ def _outcome_fields(outcome: Outcome) -> tuple[Any, ...]:
     o = outcome
     return (o.task_id, o.task_name, o.state, o.runtime, o.message_action, o.retval_repr, o.exc_repr,
             o.exc_type, o.traceback, o.retry_reason, o.stored)  # fmt: skip
+
+
+def _unstored(outcome: Outcome, exc: BaseException) -> Outcome:
+    """The outcome of a task whose result could not be handed to the store: a failure for the
+    consumer to record (``stored=False``)."""
+    return Outcome(outcome.task_id, outcome.task_name, states.FAILURE, outcome.runtime, ACK,
+                   exc_repr=repr(exc), exc_type=type(exc).__name__, stored=False)  # fmt: skip
 
 
 def _kill(process: Any, signum: int) -> None:

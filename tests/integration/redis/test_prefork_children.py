@@ -1,0 +1,88 @@
+"""Prefork children on Redis: forked before the worker opens its broker, they hand their results to
+the worker with each outcome instead of writing them, so a child that only runs tasks never loads
+redis-py (nor asyncio, which redis-py imports). What does need the store in a child still works:
+a state update, a chord part, a task sent from a task."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from celeriac import Celery, chord
+from tests.conftest import Project
+
+TASKS = """
+import sys
+
+from celeriac import Celery
+
+app = Celery("tasks")
+
+
+@app.task
+def loaded():
+    return {name: name in sys.modules for name in ("redis", "asyncio")}
+
+
+@app.task(bind=True)
+def progress(self):
+    self.update_state(state="PROGRESS", meta={"done": 1})
+    return "ok"
+
+
+@app.task
+def add(x, y):
+    return x + y
+
+
+@app.task
+def total(values):
+    return sum(values)
+
+
+@app.task
+def send_add(x, y):
+    return add.delay(x, y).id
+"""
+
+
+def _client(redis_url: str) -> Celery:
+    return Celery("client", broker=redis_url, backend=redis_url, set_as_current=False)
+
+
+def test_a_child_that_only_runs_tasks_never_loads_the_redis_client(redis_project: Project, redis_url: str) -> None:
+    redis_project.write("tasks.py", TASKS)
+    worker = redis_project.worker("tasks", "-P", "prefork", "-c", "2")
+    client = _client(redis_url)
+    try:
+        results = [client.send_task("tasks.loaded") for _ in range(20)]
+        assert [r.get(timeout=30) for r in results] == [{"redis": False, "asyncio": False}] * 20
+        assert worker.stop() == 0
+    finally:
+        client.close()
+
+
+def test_what_needs_the_store_in_a_child_still_works(
+    redis_project: Project, redis_url: str, rclient: redis.Redis
+) -> None:
+    redis_project.write("tasks.py", TASKS)
+    worker = redis_project.worker("tasks", "-P", "prefork", "-c", "2")
+    client = _client(redis_url)
+    try:
+        # A state update is written by the child itself (only a final result is handed over).
+        assert client.send_task("tasks.progress").get(timeout=30) == "ok"
+        # A chord part writes its own result before it is counted, so the body reads every part's.
+        header = [client.signature("tasks.add", (i, i)) for i in range(6)]
+        assert chord(header, app=client)(client.signature("tasks.total")).get(timeout=30) == 30
+        # A task sent from a task: the child opens its own connection to the broker.
+        sent_id = client.send_task("tasks.send_add", (2, 3)).get(timeout=30)
+        assert client.AsyncResult(sent_id).get(timeout=30) == 5
+        # Each message is acked once its result is written (just after the client could read it).
+        deadline = time.monotonic() + 10
+        while rclient.hlen("unacked"):
+            assert time.monotonic() < deadline, "messages left unacked"
+            time.sleep(0.05)
+        assert worker.stop() == 0
+    finally:
+        client.close()
