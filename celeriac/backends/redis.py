@@ -140,6 +140,9 @@ class RedisBackend(KeyValueBackend):
             self._write_of[task_id] = number
 
     def hand_over_writes(self) -> bool:
+        # A child forked to replace another has a copy of the worker's writer, its waiting writes
+        # and acks included: they are the worker's to make, never this process's.
+        self._behind, self._write_of = None, {}
         self._handed = []
         return True
 

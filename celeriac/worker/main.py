@@ -182,7 +182,8 @@ class WorkController:
             max_memory_per_child=self.max_memory_per_child,
         )
         signals.worker_init.send(sender=self)
-        if not self.pool.tasks_in_this_process:
+        forks = not self.pool.tasks_in_this_process
+        if forks:
             # Child processes are forked before the broker is opened: they inherit neither its
             # connections nor its client library, only what running tasks needs (each page this
             # process has at fork time counts in every child's resident size).
@@ -190,9 +191,10 @@ class WorkController:
         try:
             broker, consumer = self._connect()
         except BaseException:
-            self.pool.stop(graceful=False)
+            if forks:
+                self.pool.stop(graceful=False)
             raise
-        if self.pool.tasks_in_this_process:
+        if not forks:
             self.pool.start()
         self._start_lease_keeper()
         self._start_health()

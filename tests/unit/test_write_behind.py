@@ -142,3 +142,32 @@ def test_close_writes_what_waits() -> None:
     store.gate.set()
     assert behind.close(timeout=5) is True
     assert store.written == [("SET", "a", 1), ("SET", "b", 2)]
+
+
+def test_a_prefork_child_hands_over_only_its_own_writes() -> None:
+    """A child forked from a worker that writes behind its pool has a copy of the worker's writer,
+    with the writes (and acks) waiting in it. Once told to hand its writes over, the child keeps only
+    its own, for the worker, and never makes, nor waits for, the copies of the worker's."""
+    from celeriac import Celery
+
+    app = Celery("wb", broker="memory://", backend="redis://127.0.0.1:1/0", set_as_current=False)
+    app.conf.redis_socket_connect_timeout = 0.2
+    backend: Any = app.backend
+    backend.write_behind()  # busy: every write waits for the writer, which can't reach the store
+    backend.store_result("worker-1", 1, "SUCCESS")
+    inherited = backend._behind
+    assert inherited.pending == 1
+    try:
+        assert backend.hand_over_writes()
+        backend.store_result("child-1", 2, "SUCCESS")
+        acked: list[str] = []
+        backend.after_writes(lambda: acked.append("worker-1"), "worker-1")
+        assert acked == ["worker-1"]  # nothing of the worker's waits here
+        taken = backend.take_writes()
+        assert [task_id for task_id, _ in taken] == ["child-1"]
+        assert backend.take_writes() == []
+        assert backend.flush_writes(timeout=0)  # nothing to write: the inherited writer is not used
+        assert inherited.pending == 1
+    finally:
+        inherited.close(timeout=0)
+        app.close()

@@ -132,11 +132,12 @@ def _child_main(
                     stored=False,
                 )
             writes = app.backend.take_writes() if hand_over else None
-            conn.send_bytes(_dumps(("done", _outcome_fields(outcome), writes)))
             done += 1
-            if max_tasks and done >= max_tasks:
-                break
-            if max_memory and _peak_rss_kib() > max_memory:
+            # Said with the outcome, so the parent sends this process no other job: one sent now
+            # would find it gone.
+            ending = bool((max_tasks and done >= max_tasks) or (max_memory and _peak_rss_kib() > max_memory))
+            conn.send_bytes(_dumps(("done", _outcome_fields(outcome), writes, ending)))
+            if ending:
                 break
     finally:
         signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
@@ -327,7 +328,7 @@ class PreforkPool(Pool):
                     while self._wakeup_r.poll():
                         self._wakeup_r.recv_bytes()
                 elif obj in by_conn:
-                    self._receive(by_conn[obj])
+                    self._drain(by_conn[obj])
             for obj in ready:
                 if obj in by_sentinel:
                     self._reap(by_sentinel[obj])
@@ -340,21 +341,33 @@ class PreforkPool(Pool):
             return 1.0
         return max(0.0, min(min(deadlines) - time.monotonic(), 1.0))
 
-    def _receive(self, child: _Child) -> None:
+    def _drain(self, child: _Child) -> None:
+        """Read every message waiting in ``child``'s pipe (a fast task's "accepted" and "done" can
+        both be there, and a child that exited may have left its last outcome)."""
+        try:
+            while child.conn.poll() and self._receive(child):
+                pass
+        except OSError:
+            pass  # closed: the child is gone and reaped
+
+    def _receive(self, child: _Child) -> bool:
+        """Read one message from ``child``; False once its pipe is at its end."""
         try:
             data = child.conn.recv_bytes()
         except (EOFError, OSError):
-            return  # the child died; its sentinel reports it
+            return False  # the child died; its sentinel reports it
         if data == ACCEPTED:
             child.accepted = True
-            return
+            return True
         try:
             # What Connection.recv() does: this pipe only ever carries what this pool's own child sent.
             message = ForkingPickler.loads(data)
         except Exception:
             logger.exception("unreadable message from pool process %d", child.pid)
-            return
+            return True
         if message[0] == "done":
+            if message[3]:
+                child.exiting = True  # it ends after this task (--max-tasks-per-child, --max-memory-per-child)
             outcome = Outcome(*message[1])
             if message[2]:
                 try:
@@ -366,6 +379,7 @@ class PreforkPool(Pool):
         elif message[0] == "ready":
             child.ready = True
             self._capacity_changed()
+        return True
 
     def _finish(self, child: _Child, outcome: Outcome) -> None:
         with self._lock:
@@ -380,6 +394,9 @@ class PreforkPool(Pool):
         child.process.join(0.1)
         if child.process.is_alive():
             return
+        # A child that ends after its last task (--max-tasks-per-child) sent that task's outcome
+        # first: read it, rather than report the task lost.
+        self._drain(child)
         job = child.job
         if job is not None and child.extra.get("stuck") and not child.accepted:
             # It never started the task: give the message back rather than report a failure.

@@ -86,3 +86,28 @@ def test_what_needs_the_store_in_a_child_still_works(
         assert worker.stop() == 0
     finally:
         client.close()
+
+
+def test_children_that_replace_others_hand_their_results_over_too(
+    redis_project: Project, redis_url: str, rclient: redis.Redis
+) -> None:
+    """With one task per child, every task after the first two runs in a child forked from the
+    running worker, which by then writes results behind its pool: the child must not use its copy
+    of that writer (the worker's waiting writes and acks), only hand its own results over."""
+    redis_project.write("tasks.py", TASKS)
+    worker = redis_project.worker("tasks", "-P", "prefork", "-c", "2", "--max-tasks-per-child", "1")
+    client = _client(redis_url)
+    try:
+        results = [client.send_task("tasks.add", (i, i)) for i in range(12)]
+        assert [r.get(timeout=60) for r in results] == [2 * i for i in range(12)]
+        # A chord part flushes the child's writes before counting itself.
+        header = [client.signature("tasks.add", (i, 1)) for i in range(4)]
+        assert chord(header, app=client)(client.signature("tasks.total")).get(timeout=60) == 10
+        deadline = time.monotonic() + 10
+        while rclient.hlen("unacked"):
+            assert time.monotonic() < deadline, "messages left unacked"
+            time.sleep(0.05)
+        assert worker.stop() == 0
+        assert "Traceback" not in worker.output
+    finally:
+        client.close()
