@@ -51,6 +51,14 @@ def _client(redis_url: str) -> Celery:
     return Celery("client", broker=redis_url, backend=redis_url, set_as_current=False)
 
 
+def _wait_all_acked(rclient: redis.Redis, timeout: float = 10.0) -> None:
+    """Each message is acked once its result is written, just after the client could read it."""
+    deadline = time.monotonic() + timeout
+    while rclient.hlen("unacked"):
+        assert time.monotonic() < deadline, "messages left unacked"
+        time.sleep(0.05)
+
+
 def test_a_child_that_only_runs_tasks_never_loads_the_redis_client(redis_project: Project, redis_url: str) -> None:
     redis_project.write("tasks.py", TASKS)
     worker = redis_project.worker("tasks", "-P", "prefork", "-c", "2")
@@ -78,11 +86,7 @@ def test_what_needs_the_store_in_a_child_still_works(
         # A task sent from a task: the child opens its own connection to the broker.
         sent_id = client.send_task("tasks.send_add", (2, 3)).get(timeout=30)
         assert client.AsyncResult(sent_id).get(timeout=30) == 5
-        # Each message is acked once its result is written (just after the client could read it).
-        deadline = time.monotonic() + 10
-        while rclient.hlen("unacked"):
-            assert time.monotonic() < deadline, "messages left unacked"
-            time.sleep(0.05)
+        _wait_all_acked(rclient)
         assert worker.stop() == 0
     finally:
         client.close()
@@ -103,10 +107,7 @@ def test_children_that_replace_others_hand_their_results_over_too(
         # A chord part flushes the child's writes before counting itself.
         header = [client.signature("tasks.add", (i, 1)) for i in range(4)]
         assert chord(header, app=client)(client.signature("tasks.total")).get(timeout=60) == 10
-        deadline = time.monotonic() + 10
-        while rclient.hlen("unacked"):
-            assert time.monotonic() < deadline, "messages left unacked"
-            time.sleep(0.05)
+        _wait_all_acked(rclient)
         assert worker.stop() == 0
         assert "Traceback" not in worker.output
     finally:
