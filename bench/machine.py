@@ -82,6 +82,7 @@ def describe(redis_url: str, amqp_url: str | None = None) -> dict[str, object]:
         "kombu": package_version("kombu"),
         "redis_py": package_version("redis"),
         "hiredis": package_version("hiredis"),
+        "orjson": package_version("orjson"),
         "redis_server": redis_server_version(redis_url),
         "rabbitmq_server": rabbitmq_version(amqp_url),
         "sqlite": sqlite3.sqlite_version,

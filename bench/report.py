@@ -371,7 +371,8 @@ def _machine_lines(machine: dict[str, Any]) -> list[str]:
         f"- CPU: {machine['cpu']}, {machine['cores']} cores"
         + (f"; memory: {memory:.1f} GiB" if isinstance(memory, float) else ""),
         f"- Kernel: {machine['kernel']}; Python {machine['python']}",
-        f"- celeriac {machine['celeriac']}; celery {machine['celery']}, kombu {machine['kombu']}; "
+        f"- celeriac {machine['celeriac']} (orjson {machine.get('orjson', 'not installed')}); "
+        f"celery {machine['celery']}, kombu {machine['kombu']}; "
         f"redis-py {machine['redis_py']} (hiredis {machine['hiredis']}); Redis server {machine['redis_server']}",
         f"- RabbitMQ server {machine.get('rabbitmq_server')} (celeriac: aio-pika {machine.get('aio_pika')}; "
         f"Celery and the floor: py-amqp {machine.get('amqp')}); SQLite {machine.get('sqlite')}",

@@ -9,6 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kombu import serialization as kombu_serialization
 from kombu.utils import json as kombu_json
 
@@ -222,3 +224,71 @@ def test_prepare_accept_content_names_and_types() -> None:
 def test_prepare_accept_content_rejects_unknown_name() -> None:
     with pytest.raises(ValueError, match="bogus"):
         prepare_accept_content(["json", "bogus"])
+
+
+# -- reading JSON through orjson (celeriac[orjson], in the dev extra) ---------------------------------
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+# Where orjson alone would differ from json: integers past 64 bits (floats in orjson, without an
+# error), NaN and infinities, lone surrogates, UTF-16 and a UTF-8 BOM (refused by orjson), kombu's tags.
+_EDGES = [
+    b"[18446744073709551616]",
+    b"[-9223372036854775809]",
+    b"[18446744073709551615, -9223372036854775808]",
+    b"[NaN, Infinity, -Infinity, 1e400]",
+    b'["\\ud800"]',
+    '["x"]'.encode("utf-16"),
+    b"\xef\xbb\xbf[1]",
+    b'{"__type__": "decimal", "__value__": "1.10"}',
+    b'["a \\"__type__\\" in a string", {"k": [1, 2.5, true, null]}]',
+    b'{"a": 1, "a": 2}',
+]
+
+
+def test_orjson_is_installed_for_the_tests() -> None:
+    assert serialization._orjson is not None  # else the tests below only test json against itself
+
+
+@pytest.mark.parametrize("data", _EDGES)
+def test_reading_json_gives_what_json_gives_with_or_without_orjson(
+    data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = serialization.json_loads(data)
+    fast_plain = serialization.plain_json_loads(data)
+    monkeypatch.setattr(serialization, "_orjson", None)
+    slow = serialization.json_loads(data)
+    assert repr(fast) == repr(slow)  # repr: NaN != NaN, and 1 == 1.0 would hide an int read as a float
+    assert repr(fast_plain) == repr(json_stdlib_loads(data))
+
+
+@pytest.mark.parametrize("data", [b"[1, 2", b"{'a': 1}", b"[\x01]", b"", b"[1] x"])
+def test_malformed_json_raises_what_json_raises(data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError) as fast:
+        serialization.json_loads(data)
+    monkeypatch.setattr(serialization, "_orjson", None)
+    with pytest.raises(ValueError) as slow:
+        serialization.json_loads(data)
+    assert type(fast.value) is type(slow.value) and str(fast.value) == str(slow.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values)
+def test_any_json_celeriac_or_kombu_writes_reads_back_the_same_through_orjson(value: Any) -> None:
+    for data in (json_dumps(value).encode(), kombu_json.dumps(value).encode()):
+        assert repr(serialization.json_loads(data)) == repr(json_stdlib_loads(data, tags=True))
+        assert repr(serialization.plain_json_loads(data)) == repr(json_stdlib_loads(data))
+
+
+def json_stdlib_loads(data: bytes, *, tags: bool = False) -> Any:
+    import json
+
+    return json.loads(data, object_hook=serialization._json_object_hook if tags else None)
