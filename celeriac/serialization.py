@@ -125,14 +125,21 @@ except ImportError:  # without it (tests monkeypatch _orjson to None), json read
 # Every digit becomes "0", everything else a space: a run of 19 "0"s is a number of 19 digits or more.
 _DIGITS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
 _LONG_NUMBER = b"0" * 19
+_MAX_OPENINGS = 100
 
 
 def _orjson_reads_as_json(data: bytes) -> bool:
     """Whether orjson gives what json would for ``data``: it does, except for kombu's type tags (json
     turns them into values through its object hook) and integers past 64 bits (orjson turns them
-    into floats without a word; they have 19 digits or more). What orjson refuses and json takes
-    (NaN, lone surrogates, UTF-16) raises, and json reads it then."""
-    return b'"__type__"' not in data and _LONG_NUMBER not in data.translate(_DIGITS)
+    into floats without a word; they have 19 digits or more), and for JSON that may be nested deeper
+    than json goes (orjson reads 1,024 levels, and what a deeper value meets next, a repr, an
+    encoder, is no deeper than json). What orjson refuses and json takes (NaN, lone surrogates,
+    UTF-16) raises, and json reads it then."""
+    return (
+        data.count(b"[") + data.count(b"{") < _MAX_OPENINGS  # the depth is at most the openings
+        and b'"__type__"' not in data
+        and _LONG_NUMBER not in data.translate(_DIGITS)
+    )
 
 
 def json_loads(data: str | bytes) -> Any:
@@ -146,17 +153,6 @@ def json_loads(data: str | bytes) -> Any:
         # json.loads(bytes) does this, then builds a new decoder for the object hook each call.
         return _json_decoder.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     return json.loads(data, object_hook=_json_object_hook)
-
-
-def plain_json_loads(data: bytes) -> Any:
-    """``json.loads(data)``, without kombu's type tags (a broker's envelope), through orjson when it
-    gives the same."""
-    if _orjson is not None and _orjson_reads_as_json(data):
-        try:
-            return _orjson.loads(data)
-        except _orjson.JSONDecodeError:
-            pass
-    return json.loads(data)
 
 
 _json_decoder = json.JSONDecoder(object_hook=_json_object_hook)

@@ -394,6 +394,7 @@ class PreforkPool(Pool):
         child.process.join(0.1)
         if child.process.is_alive():
             return
+        child.dead = True  # no job may go to it while its last one is reported, before it is replaced
         # A child that ends after its last task (--max-tasks-per-child) sent that task's outcome
         # first: read it, rather than report the task lost.
         self._drain(child)

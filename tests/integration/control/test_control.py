@@ -89,7 +89,8 @@ def test_revoke_before_it_runs_and_while_a_worker_is_down(storing_broker: Projec
     with pytest.raises(Exception) as info:
         later.get(timeout=30)
     assert type(info.value).__name__ == "TaskRevokedError"
-    assert f"Discarding revoked task: tasks.add[{later.id}]" in worker.output
+    # Logged just before the state the client read is stored: wait for the worker's line to be read.
+    worker.wait_for(f"Discarding revoked task: tasks.add[{later.id}]", timeout=10)
     assert add.delay(2, 2).get(timeout=30) == 4
     assert worker.stop() == 0
 
