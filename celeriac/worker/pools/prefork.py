@@ -121,16 +121,7 @@ def _child_main(
             try:
                 outcome = run_job(app, job)
             except BaseException as exc:  # the task machinery itself failed
-                outcome = Outcome(
-                    job.task_id,
-                    job.task_name,
-                    states.FAILURE,
-                    0.0,
-                    ACK,
-                    exc_repr=repr(exc),
-                    exc_type=type(exc).__name__,
-                    stored=False,
-                )
+                outcome = _failure(job.task_id, job.task_name, exc)
             writes = app.backend.take_writes() if hand_over else None
             done += 1
             # Said with the outcome, so the parent sends this process no other job: one sent now
@@ -270,18 +261,7 @@ class PreforkPool(Pool):
             # Arguments that can't be pickled: the task can't run in a child, which is its failure.
             with self._lock:
                 child.job, child.on_done = None, None
-            on_done(
-                Outcome(
-                    job.task_id,
-                    job.task_name,
-                    states.FAILURE,
-                    0.0,
-                    ACK,
-                    exc_repr=repr(exc),
-                    exc_type=type(exc).__name__,
-                    stored=False,
-                )
-            )
+            on_done(_failure(job.task_id, job.task_name, exc))
             return
         if job.time_limit:
             self._wake()  # the collector's next wait must end by this job's deadline
@@ -374,7 +354,7 @@ class PreforkPool(Pool):
                     self.app.backend.accept_writes(message[2])
                 except Exception as exc:  # the store can't take them: the task can't count as done
                     logger.exception("could not take the results of task %s", outcome.task_id)
-                    outcome = _unstored(outcome, exc)
+                    outcome = _failure(outcome.task_id, outcome.task_name, exc, outcome.runtime)
             self._finish(child, outcome)
         elif message[0] == "ready":
             child.ready = True
@@ -411,19 +391,7 @@ class PreforkPool(Pool):
             exc = child.extra.get("time_limit") or WorkerLostError(
                 f"Worker exited prematurely: {reason} Job: {child.index}."
             )
-            self._finish(
-                child,
-                Outcome(
-                    job.task_id,
-                    job.task_name,
-                    states.FAILURE,
-                    time.monotonic() - child.started,
-                    ACK,
-                    exc_repr=repr(exc),
-                    exc_type=type(exc).__name__,
-                    stored=False,
-                ),
-            )
+            self._finish(child, _failure(job.task_id, job.task_name, exc, time.monotonic() - child.started))
         child.conn.close()
         with self._lock:
             if child in self._children:
@@ -536,11 +504,11 @@ def _outcome_fields(outcome: Outcome) -> tuple[Any, ...]:
             o.exc_type, o.traceback, o.retry_reason, o.stored)  # fmt: skip
 
 
-def _unstored(outcome: Outcome, exc: BaseException) -> Outcome:
-    """The outcome of a task whose result could not be handed to the store: a failure for the
-    consumer to record (``stored=False``)."""
-    return Outcome(outcome.task_id, outcome.task_name, states.FAILURE, outcome.runtime, ACK,
-                   exc_repr=repr(exc), exc_type=type(exc).__name__, stored=False)  # fmt: skip
+def _failure(task_id: str, task_name: str, exc: BaseException, runtime: float = 0.0) -> Outcome:
+    """A task failed outside the task itself (its process died, its arguments or its result could not
+    cross the pipe): a failure for the consumer to record (``stored=False``)."""
+    return Outcome(task_id, task_name, states.FAILURE, runtime, ACK, exc_repr=repr(exc),
+                   exc_type=type(exc).__name__, stored=False)  # fmt: skip
 
 
 def _kill(process: Any, signum: int) -> None:
