@@ -358,8 +358,9 @@ py-spy and pyinstrument for the profiles (each is optional: what is missing is s
 
 `--scenarios throughput,latency,peers,io,cpu,memory,floor,profile,cli` picks the sections (all by default),
 `--brokers redis,amqp,sqlite` the brokers of the throughput and latency tables, and
-`python -m bench --help` lists the sizes. Dramatiq, Huey and RQ run on the same Redis when installed
-(`pip install dramatiq huey rq`; not in the `bench` extra); arq is not measured.
+`python -m bench --help` lists the sizes. Dramatiq, Huey, RQ and arq run on the same Redis when installed
+(`pip install -e '.[peers]'` and `pip install --no-deps arq`: arq pins redis-py below 6 but runs
+on the redis-py that celeriac's `redis` extra installs).
 """
 
 NOTES = Path(__file__).with_name("notes.md")  # the reading of the figures, written after a full run

@@ -81,3 +81,15 @@ def test_bench_other_scenarios_write_markdown(tmp_path: Path) -> None:
     text = doc.read_text()
     for title in ("Targets", "io-bound tasks", "CPU-bound tasks", "Worker memory over many tasks", "Raw broker floor"):
         assert f"### {title}" in text, title
+
+
+def test_bench_measures_the_other_task_queues(tmp_path: Path) -> None:
+    """Dramatiq, Huey, RQ and arq (installed by scripts/bootstrap) each run a batch and round trips."""
+    out = tmp_path / "bench.json"
+    proc = run_bench("--scenarios", "peers", "--other-broker-tasks", "30", "--roundtrips", "10", "--json", str(out))
+    peers = json.loads(out.read_text())["peers"]
+    assert peers["notes"] == [], peers["notes"]  # none skipped, none failed
+    assert [row["system"] for row in peers["summary"]] == ["dramatiq", "huey", "rq", "arq"]
+    for row in peers["summary"]:
+        assert row["tasks"] == 30 and row["e2e_rate"] > 0 and row["p50_ms"] > 0 and row["rss_peak_mib"] > 0, row
+    assert "Other task queues" in proc.stdout
