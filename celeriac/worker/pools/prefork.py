@@ -91,11 +91,14 @@ def _child_main(
     max_memory: int | None,
     index: int = 1,
     hand_over: bool = False,
+    keep_sockets: frozenset[int] | None = None,
 ) -> None:
     # The parent decides when to stop; a Ctrl-C in the terminal reaches the whole
     # process group and must not kill tasks half-way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if keep_sockets is not None:
+        _let_go_of_sockets(keep_sockets)
     _reopen_log(index)
     if app is None:
         from ...cli.app_loader import find_app
@@ -134,6 +137,49 @@ def _child_main(
         signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
 
 
+def _network_sockets() -> set[int]:
+    """This process' TCP sockets (their descriptors), read from /proc: none where there is no /proc."""
+    import socket
+    import stat
+
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return set()
+    found = set()
+    for name in names:
+        fd = int(name)
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue  # the listing's own descriptor, closed by now
+        try:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                found.add(fd)
+        finally:
+            sock.detach()
+    return found
+
+
+def _let_go_of_sockets(keep: frozenset[int]) -> None:
+    """In a child forked while the worker runs: drop its copies of the worker's connections (broker,
+    result store, health check port). A copy keeps a connection open after the worker is gone: the
+    broker would not see it close (RabbitMQ gives unacked messages back only then) and the port
+    stays taken, until the child's task ends. The descriptor numbers stay taken, by /dev/null, so
+    the inherited socket objects, which still own them, can never close a descriptor opened since."""
+    stale = _network_sockets() - keep
+    if not stale:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in stale:
+            os.dup2(null, fd, inheritable=False)
+    finally:
+        os.close(null)
+
+
 def _peak_rss_kib() -> int:
     import resource
 
@@ -155,6 +201,7 @@ class PreforkPool(Pool):
         self._running = False
         self._collector: threading.Thread | None = None
         self._wakeup_r, self._wakeup_w = self._ctx.Pipe(duplex=False)
+        self._first_sockets: frozenset[int] | None = None  # what the first children inherit
         self.alive_timeout = float(app.conf.worker_proc_alive_timeout or 4.0)
         self.hand_over_writes = bool(app.conf.worker_result_write_behind)
 
@@ -165,6 +212,9 @@ class PreforkPool(Pool):
         self.app.backend  # noqa: B018
         self._running = True
         _settle_heap()
+        if self._ctx.get_start_method() == "fork":
+            # Opened by the task module (a child's own business); children forked later keep only these.
+            self._first_sockets = frozenset(_network_sockets())
         with self._lock:
             for index in range(1, self.concurrency + 1):
                 self._children.append(self._spawn(index))
@@ -185,6 +235,7 @@ class PreforkPool(Pool):
                 self.max_memory_per_child,
                 index,
                 self.hand_over_writes,
+                self._first_sockets,
             ),
             name=f"ForkPoolWorker-{index}",
             daemon=True,

@@ -44,6 +44,28 @@ def total(values):
 @app.task
 def send_add(x, y):
     return add.delay(x, y).id
+
+
+@app.task
+def network_sockets():
+    # this process' pid and how many TCP sockets it holds
+    import os
+    import socket
+    import stat
+
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if not stat.S_ISSOCK(os.fstat(int(name)).st_mode):
+                continue
+            sock = socket.socket(fileno=int(name))
+        except OSError:
+            continue  # the listing's own descriptor, gone already
+        try:
+            count += sock.family in (socket.AF_INET, socket.AF_INET6)
+        finally:
+            sock.detach()
+    return os.getpid(), count
 """
 
 
@@ -110,5 +132,26 @@ def test_children_that_replace_others_hand_their_results_over_too(
         _wait_all_acked(rclient)
         assert worker.stop() == 0
         assert "Traceback" not in worker.output
+    finally:
+        client.close()
+
+
+def test_a_replacement_child_does_not_hold_the_workers_connections(redis_project: Project, redis_url: str) -> None:
+    """A child forked while the worker runs gets a copy of its descriptors: its broker and result
+    connections. Held open by a child, a connection outlives a killed worker (RabbitMQ would not
+    give its unacked messages back until the child's task ends), so a replacement child lets go of
+    every TCP socket the first children did not have."""
+    redis_project.write("tasks.py", TASKS)
+    worker = redis_project.worker("tasks", "-P", "prefork", "-c", "2", "--max-tasks-per-child", "1")
+    client = _client(redis_url)
+    try:
+        answers = [client.send_task("tasks.network_sockets").get(timeout=60) for _ in range(6)]
+        assert len({pid for pid, _ in answers}) == 6  # one child per task: four of them replacements
+        assert [count for _, count in answers] == [0] * 6
+        # The worker itself still has its connections, and still works; a task sent from a replacement
+        # child goes out on a connection of the child's own.
+        sent_id = client.send_task("tasks.send_add", (2, 3)).get(timeout=30)
+        assert client.AsyncResult(sent_id).get(timeout=30) == 5
+        assert worker.stop() == 0
     finally:
         client.close()
