@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import scenarios
+from bench import plots, scenarios
 from bench.harness import Loaded, progress, ready_worker, retrying
 from bench.section import Section
 from bench.settings import Settings
@@ -36,6 +36,7 @@ class Profile:
     inclusive: list[tuple[str, int]]  # celeriac's functions -> samples with it on the stack
     own: list[tuple[str, int]]  # function -> samples with it on top
     packages: list[tuple[str, int]]  # top-level package (or stdlib module) -> samples on top
+    stacks: list[tuple[list[str], int]]  # every sampled stack (outermost frame first) -> samples, for the flame graph
 
 
 ENTRY = ("celeriac/__main__.py", "celeriac/cli/", "celeriac/worker/main.py:WorkController.start")
@@ -66,6 +67,7 @@ def summarize(name: str, collapsed: str) -> Profile:
     own: collections.Counter[str] = collections.Counter()
     packages: collections.Counter[str] = collections.Counter()
     total = 0
+    stacks: collections.Counter[tuple[str, ...]] = collections.Counter()
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -76,12 +78,20 @@ def summarize(name: str, collapsed: str) -> Profile:
         if not frames:
             continue
         total += count
+        stacks[tuple(frames)] += count
         own[frames[-1]] += count
         packages[package(frames[-1])] += count
         for frame in set(frames):
             if frame.startswith("celeriac/") and not frame.startswith(ENTRY):
                 inclusive[frame] += count
-    return Profile(name, total, inclusive.most_common(TOP), own.most_common(TOP), packages.most_common(8))
+    return Profile(
+        name,
+        total,
+        inclusive.most_common(TOP),
+        own.most_common(TOP),
+        packages.most_common(8),
+        [(list(frames), n) for frames, n in stacks.items()],
+    )
 
 
 def py_spy() -> str | None:
@@ -138,6 +148,32 @@ def profile_table(p: Profile) -> str:
     return table(headers, rows) + f"\n\nOwn time by package: {shares}."
 
 
+def flame_file(p: Profile) -> str:
+    return f"bench-flame-{p.name.rsplit(' ', 1)[-1]}.png"  # "worker -P solo" -> bench-flame-solo.png
+
+
+def below_entry(frames: list[str]) -> list[str]:
+    """A stack without its start-up frames (runpy, click, celeriac's command line, up to the worker's
+    start), which every stack shares: the flame graph starts where the worker's own loops do."""
+    start = 0
+    for n, frame in enumerate(frames):
+        if frame.startswith((*ENTRY, "<frozen runpy>", "click/")):
+            start = n + 1
+    return frames[start:]
+
+
+def draw_flames(profiles: list[Profile], img_dir: Path) -> dict[str, Path]:
+    return {
+        f"profile-flame-{p.name.rsplit(' ', 1)[-1]}": plots.flame_graph(
+            img_dir / flame_file(p),
+            [(below_entry(frames), n) for frames, n in p.stacks],
+            f"celeriac {p.name}: {p.samples:,} samples on Redis",
+        )
+        for p in profiles
+        if p.samples
+    }
+
+
 def run(settings: Settings, loaded: Loaded, workdir: Path) -> Section:
     client = loaded["celeriac", "redis"]
     notes, profiles = [], []
@@ -171,7 +207,9 @@ def run(settings: Settings, loaded: Loaded, workdir: Path) -> Section:
         "out) on celeriac's worker during a "
         f"throughput run of {settings.tasks:,} no-op tasks on Redis at `-c {settings.concurrency}`; each table "
         "lists the functions most often on the stack (inclusive) and on top of it (own time), as a share of the "
-        "samples. The client side is pyinstrument around a loop of `delay()` calls."
+        "samples, and the flame graphs below draw every sampled stack (frames under "
+        f"{plots.FLAME_MIN_SHARE:.1%} of the samples left out). The client side is pyinstrument around a loop of "
+        "`delay()` calls."
     )
     return Section(
         key="profile",
@@ -186,4 +224,5 @@ def run(settings: Settings, loaded: Loaded, workdir: Path) -> Section:
             "client": client_texts,
             "notes": notes,
         },
+        draw=(lambda img_dir: draw_flames(profiles, img_dir)) if profiles else None,
     )
