@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
@@ -174,6 +175,7 @@ class Celery:
         self._sent_dispatcher_pid = 0  # declared through self._broker before the first publish
         self._queue_specs: dict[tuple[Any, ...], QueueSpec] = {}
         self._backend: ResultBackend | None = None
+        self._last_sent: weakref.ref[AsyncResult[Any]] | None = None  # for the results' read-ahead
         self._router: Router | None = None
         self._autodiscover: list[tuple[Any, str]] = []
         # Celery's app-level signals.
@@ -695,9 +697,20 @@ class Celery:
         self._publish(envelope, message, exchange=exchange, routing_key=routing_key, queue=spec, eta=eta_dt)
         result = (result_cls or AsyncResult)(task_id, task_name=name, app=self)
         result.sent_at = time.monotonic()
+        if not ignore_result and self.backend.read_ahead:
+            self._link_sent(result)
         if parent is not None and add_to_parent and (task_type is None or task_type.trail):
             parent[1].add_trail(result)
         return result
+
+    def _link_sent(self, result: AsyncResult[Any]) -> None:
+        """Link ``result`` after the one this app sent before it, for :meth:`AsyncResult.get`'s
+        read-ahead (weakly: a result nobody holds any more is not kept, nor read)."""
+        ref = weakref.ref(result)
+        last = self._last_sent() if self._last_sent is not None else None
+        if last is not None:
+            last._next_sent = ref
+        self._last_sent = ref
 
     def _sending(self) -> _SendSettings:
         conf, settings = self._send_settings, self.conf

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -31,6 +32,8 @@ R = TypeVar("R")
 
 # A result asked for within this many seconds of sending is waited for without a first read.
 JUST_SENT = 0.005
+# Results read in one round trip by get(): its own and those this process sent after it.
+READ_AHEAD = 64
 
 E_WOULDBLOCK = (
     "Never call result.get() within a task! It can deadlock the worker "
@@ -102,6 +105,7 @@ class AsyncResult(Generic[R]):
         self._cache: ResultMeta | None = None
         self.on_ready: Callable[[AsyncResult[R]], None] | None = None
         self.sent_at: float | None = None  # time.monotonic() when this process sent the task
+        self._next_sent: weakref.ref[AsyncResult[Any]] | None = None  # the result this process sent next
 
     @property
     def backend(self) -> ResultBackend:
@@ -159,6 +163,10 @@ class AsyncResult(Generic[R]):
         elif self.sent_at is not None and time.monotonic() - self.sent_at < JUST_SENT:
             # Sent a moment ago by this process: it can't be done yet, so don't read it first.
             meta = self.backend.wait_for(self.id, timeout=timeout, interval=interval, just_sent=True)
+        elif self._next_sent is not None:
+            found = self._read_ahead()
+            # Not done when read: wait for it, without reading it again first.
+            meta = found or self.backend.wait_for(self.id, timeout=timeout, interval=interval, just_sent=True)
         else:
             meta = self.backend.wait_for(self.id, timeout=timeout, interval=interval)
         self._cache = meta
@@ -169,6 +177,32 @@ class AsyncResult(Generic[R]):
         return meta.result  # type: ignore[no-any-return]
 
     wait = get
+
+    def _read_ahead(self) -> ResultMeta | None:
+        """Read this result and the next ones this process sent after it (up to ``READ_AHEAD`` in
+        all, in one round trip); keep those that are done, so that ``[r.get() for r in results]``
+        makes one round trip per ``READ_AHEAD`` results rather than one per result. Returns this
+        result's meta when it is done, else None (as when the read fails: the caller reads it alone,
+        and a bad result of another task is that task's error, not this one's)."""
+        backend = self.backend
+        batch: list[AsyncResult[Any]] = [self]
+        link, hops = self._next_sent, 0
+        while link is not None and len(batch) < READ_AHEAD and hops < 2 * READ_AHEAD:
+            other = link()
+            if other is None:
+                break  # nobody holds it, nor (most likely) the ones sent after it
+            hops += 1
+            if other._cache is None and other.backend is backend:
+                batch.append(other)
+            link = other._next_sent
+        try:
+            metas = backend.load_many([r.id for r in batch])
+        except Exception:
+            return None
+        for result, meta in zip(batch, metas, strict=True):
+            if meta is not None and meta.ready and result._cache is None:
+                result._cache = meta
+        return self._cache
 
     # -- async ----------------------------------------------------------------
     async def aget(

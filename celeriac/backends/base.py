@@ -98,6 +98,9 @@ class ResultBackend(abc.ABC):
 
     supports_native_join: ClassVar[bool] = False
     persistent: ClassVar[bool] = True
+    # load_many() reads many results in one round trip: AsyncResult.get() then reads the results
+    # this process sent after its own with it (see AsyncResult._read_ahead).
+    read_ahead: ClassVar[bool] = False
 
     def __init__(self, url: str = "", options: Mapping[str, Any] | None = None, *, app: Celery | None = None) -> None:
         self.url = url
@@ -117,6 +120,10 @@ class ResultBackend(abc.ABC):
     @abc.abstractmethod
     def forget(self, task_id: str) -> None:
         """Delete what is stored for ``task_id``. Idempotent."""
+
+    def load_many(self, task_ids: Sequence[str]) -> list[ResultMeta | None]:
+        """:meth:`load` for each of ``task_ids``; a store that reads many in one go overrides it."""
+        return [self.load(task_id) for task_id in task_ids]
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

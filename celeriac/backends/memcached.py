@@ -46,6 +46,8 @@ def parse_servers(url: str) -> list[tuple[str, int]]:
 
 
 class MemcachedBackend(KeyValueBackend):
+    read_ahead = True  # get_many
+
     def __init__(self, url: str = "", options: Mapping[str, Any] | None = None, *, app: Celery | None = None) -> None:
         super().__init__(url, options, app=app)
         try:

@@ -44,6 +44,7 @@ WRITES_TRACKED = 10_000  # task ids whose write is remembered until their messag
 
 class RedisBackend(KeyValueBackend):
     supports_native_join = True
+    read_ahead = True  # MGET
 
     def __init__(self, url: str = "", options: Mapping[str, Any] | None = None, *, app: Celery | None = None) -> None:
         super().__init__(url, options, app=app)
