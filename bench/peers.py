@@ -116,7 +116,11 @@ class PeerClient:
             from arq import create_pool
 
             self.loop = asyncio.new_event_loop()
-            self.pool = self.loop.run_until_complete(create_pool(self.mod.REDIS))
+            try:
+                self.pool = self.loop.run_until_complete(create_pool(self.mod.REDIS))
+            except BaseException:
+                self.loop.close()
+                raise
 
     def close(self) -> None:
         if self.peer == "arq":

@@ -175,7 +175,7 @@ class Celery:
         self._sent_dispatcher_pid = 0  # declared through self._broker before the first publish
         self._queue_specs: dict[tuple[Any, ...], QueueSpec] = {}
         self._backend: ResultBackend | None = None
-        self._last_sent: weakref.ref[AsyncResult[Any]] | None = None  # for the results' read-ahead
+        self._sent_here = threading.local()  # .last: this thread's last sent result, for the read-ahead
         self._router: Router | None = None
         self._autodiscover: list[tuple[Any, str]] = []
         # Celery's app-level signals.
@@ -704,13 +704,16 @@ class Celery:
         return result
 
     def _link_sent(self, result: AsyncResult[Any]) -> None:
-        """Link ``result`` after the one this app sent before it, for :meth:`AsyncResult.get`'s
-        read-ahead (weakly: a result nobody holds any more is not kept, nor read)."""
+        """Link ``result`` after the one this thread sent before it, for :meth:`AsyncResult.get`'s
+        read-ahead: weakly (a result nobody holds any more is neither kept nor read), and per thread
+        (the requests a threaded web server handles at once don't read each other's results)."""
         ref = weakref.ref(result)
-        last = self._last_sent() if self._last_sent is not None else None
+        here = self._sent_here
+        previous = getattr(here, "last", None)
+        last = previous() if previous is not None else None
         if last is not None:
             last._next_sent = ref
-        self._last_sent = ref
+        here.last = ref
 
     def _sending(self) -> _SendSettings:
         conf, settings = self._send_settings, self.conf

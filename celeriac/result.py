@@ -105,7 +105,7 @@ class AsyncResult(Generic[R]):
         self._cache: ResultMeta | None = None
         self.on_ready: Callable[[AsyncResult[R]], None] | None = None
         self.sent_at: float | None = None  # time.monotonic() when this process sent the task
-        self._next_sent: weakref.ref[AsyncResult[Any]] | None = None  # the result this process sent next
+        self._next_sent: weakref.ref[AsyncResult[Any]] | None = None  # the result this thread sent next
 
     @property
     def backend(self) -> ResultBackend:
@@ -179,7 +179,7 @@ class AsyncResult(Generic[R]):
     wait = get
 
     def _read_ahead(self) -> ResultMeta | None:
-        """Read this result and the next ones this process sent after it (up to ``READ_AHEAD`` in
+        """Read this result and the next ones this thread sent after it (up to ``READ_AHEAD`` in
         all, in one round trip); keep those that are done, so that ``[r.get() for r in results]``
         makes one round trip per ``READ_AHEAD`` results rather than one per result. Returns this
         result's meta when it is done, else None (as when the read fails: the caller reads it alone,
@@ -198,6 +198,9 @@ class AsyncResult(Generic[R]):
         try:
             metas = backend.load_many([r.id for r in batch])
         except Exception:
+            # One result of the batch can't be read (or the store is down): this one is read alone,
+            # which raises its own error, if any.
+            self._next_sent = None
             return None
         for result, meta in zip(batch, metas, strict=True):
             if meta is not None and meta.ready and result._cache is None:

@@ -137,30 +137,35 @@ def _child_main(
         signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
 
 
-def _network_sockets() -> set[int]:
-    """This process' TCP sockets (their descriptors), read from /proc: none where there is no /proc."""
-    import socket
-    import stat
+def _tcp_sockets() -> dict[int, int]:
+    """This process' TCP sockets, as {inode: descriptor}, read from /proc (none where there is no /proc).
 
+    Only /proc is read: a socket object made around a descriptor to ask its type would set it
+    non-blocking under ``socket.setdefaulttimeout()``, the pool's own pipe (a socketpair) included.
+    """
     try:
         names = os.listdir("/proc/self/fd")
     except OSError:
-        return set()
-    found = set()
+        return {}
+    sockets = {}
     for name in names:
-        fd = int(name)
         try:
-            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-                continue
-            sock = socket.socket(fileno=fd)
+            target = os.readlink(f"/proc/self/fd/{name}")
         except OSError:
             continue  # the listing's own descriptor, closed by now
+        if target.startswith("socket:["):
+            sockets[int(target[8:-1])] = int(name)
+    if not sockets:
+        return {}
+    tcp = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
         try:
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                found.add(fd)
-        finally:
-            sock.detach()
-    return found
+            with open(table) as lines:
+                next(lines, None)  # the header
+                tcp.update(int(fields[9]) for fields in map(str.split, lines) if len(fields) > 9)
+        except OSError:
+            continue  # no IPv6
+    return {inode: fd for inode, fd in sockets.items() if inode in tcp}
 
 
 def _let_go_of_sockets(keep: frozenset[int]) -> None:
@@ -169,7 +174,7 @@ def _let_go_of_sockets(keep: frozenset[int]) -> None:
     broker would not see it close (RabbitMQ gives unacked messages back only then) and the port
     stays taken, until the child's task ends. The descriptor numbers stay taken, by /dev/null, so
     the inherited socket objects, which still own them, can never close a descriptor opened since."""
-    stale = _network_sockets() - keep
+    stale = [fd for inode, fd in _tcp_sockets().items() if inode not in keep]
     if not stale:
         return
     null = os.open(os.devnull, os.O_RDWR)
@@ -201,7 +206,7 @@ class PreforkPool(Pool):
         self._running = False
         self._collector: threading.Thread | None = None
         self._wakeup_r, self._wakeup_w = self._ctx.Pipe(duplex=False)
-        self._first_sockets: frozenset[int] | None = None  # what the first children inherit
+        self._first_sockets: frozenset[int] | None = None  # inodes of the TCP sockets the first children inherit
         self.alive_timeout = float(app.conf.worker_proc_alive_timeout or 4.0)
         self.hand_over_writes = bool(app.conf.worker_result_write_behind)
 
@@ -214,7 +219,7 @@ class PreforkPool(Pool):
         _settle_heap()
         if self._ctx.get_start_method() == "fork":
             # Opened by the task module (a child's own business); children forked later keep only these.
-            self._first_sockets = frozenset(_network_sockets())
+            self._first_sockets = frozenset(_tcp_sockets())  # by inode: a descriptor number is reused
         with self._lock:
             for index in range(1, self.concurrency + 1):
                 self._children.append(self._spawn(index))

@@ -48,24 +48,23 @@ def send_add(x, y):
 
 @app.task
 def network_sockets():
-    # this process' pid and how many TCP sockets it holds
+    # this process' pid and how many TCP sockets it holds (read from /proc: a socket object made
+    # around a descriptor would change it under socket.setdefaulttimeout())
     import os
-    import socket
-    import stat
 
-    count = 0
+    inodes = set()
     for name in os.listdir("/proc/self/fd"):
         try:
-            if not stat.S_ISSOCK(os.fstat(int(name)).st_mode):
-                continue
-            sock = socket.socket(fileno=int(name))
+            target = os.readlink(f"/proc/self/fd/{name}")
         except OSError:
-            continue  # the listing's own descriptor, gone already
-        try:
-            count += sock.family in (socket.AF_INET, socket.AF_INET6)
-        finally:
-            sock.detach()
-    return os.getpid(), count
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    tcp = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with open(table) as lines:
+            tcp.update(line.split()[9] for line in list(lines)[1:])
+    return os.getpid(), len(inodes & tcp)
 """
 
 
@@ -153,5 +152,20 @@ def test_a_replacement_child_does_not_hold_the_workers_connections(redis_project
         sent_id = client.send_task("tasks.send_add", (2, 3)).get(timeout=30)
         assert client.AsyncResult(sent_id).get(timeout=30) == 5
         assert worker.stop() == 0
+    finally:
+        client.close()
+
+
+def test_children_start_under_a_default_socket_timeout(redis_project: Project, redis_url: str) -> None:
+    """A task module may set ``socket.setdefaulttimeout()``: looking for the sockets to let go of
+    must not make any descriptor non-blocking (the pool's pipe to the child is a socket too)."""
+    redis_project.write("tasks.py", TASKS + "\n\nimport socket\n\nsocket.setdefaulttimeout(30)\n")
+    worker = redis_project.worker("tasks", "-P", "prefork", "-c", "2", "--max-tasks-per-child", "1")
+    client = _client(redis_url)
+    try:
+        answers = [client.send_task("tasks.network_sockets").get(timeout=60) for _ in range(6)]
+        assert len({pid for pid, _ in answers}) == 6 and [count for _, count in answers] == [0] * 6
+        assert worker.stop() == 0
+        assert "Traceback" not in worker.output
     finally:
         client.close()

@@ -1,8 +1,9 @@
-"""``[r.get() for r in results]`` on Redis: each get() reads its own result and those this process sent
+"""``[r.get() for r in results]`` on Redis: each get() reads its own result and those this thread sent
 after it in one MGET, and keeps the ones that are done; the others are read again when asked for."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,3 +106,19 @@ def test_results_nobody_holds_or_that_ignore_their_result_are_not_read(
     send(app, 1, ignore_result=True)
     c = send(app, 1)[0]
     assert a._next_sent is not None and a._next_sent() is c
+
+
+def test_results_another_thread_sent_are_not_read(app: Celery, reads: list[tuple[str, int]]) -> None:
+    """A threaded web server's requests don't read (nor keep) each other's results."""
+    mine = send(app, 2)
+    theirs: list[AsyncResult[Any]] = []
+    other = threading.Thread(target=lambda: theirs.extend(send(app, 2)))
+    other.start()
+    other.join()
+    mine += send(app, 1)
+    for r in [*mine, *theirs]:
+        app.backend.mark_as_done(r.id, r.id)
+    assert mine[0].get(timeout=5) == mine[0].id
+    assert reads == [("mget", 3)]
+    assert all(r._cache is None for r in theirs)
+    assert [r.get(timeout=5) for r in theirs] == [r.id for r in theirs]
