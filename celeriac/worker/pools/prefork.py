@@ -157,7 +157,7 @@ def _tcp_sockets() -> dict[int, int]:
             sockets[int(target[8:-1])] = int(name)
     if not sockets:
         return {}
-    tcp = set()
+    tcp: set[int] = set()
     for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
         try:
             with open(table) as lines:
