@@ -200,12 +200,20 @@ class SQLiteDatabase:
         with _guard:
             return int(self.connection().execute("PRAGMA data_version").fetchone()[0])
 
-    def wait_for_change(self, timeout: float, should_stop: Callable[[], bool] | None = None) -> None:
-        """Sleep until another connection commits, ``timeout`` passes or ``should_stop()`` says so."""
+    def wait_for_change(
+        self, timeout: float, should_stop: Callable[[], bool] | None = None, *, since: int | None = None
+    ) -> None:
+        """Sleep until another connection commits, ``timeout`` passes or ``should_stop()`` says so.
+
+        ``since``: the :meth:`data_version` read before the caller last looked (at the queue, at a
+        result). A commit made between that look and this call then ends the wait at once; without
+        it, that commit would be taken as the starting point, and the wait would last the whole
+        ``timeout`` with the message (or result) already there.
+        """
         import time
 
         deadline = time.monotonic() + timeout
-        start = self.data_version()
+        start = self.data_version() if since is None else since
         interval = 0.001
         while True:
             remaining = deadline - time.monotonic()

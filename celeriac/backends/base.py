@@ -175,6 +175,7 @@ class ResultBackend(abc.ABC):
         deadline = None if timeout is None else time.monotonic() + timeout
         step = POLL_START
         while True:
+            mark = self._change_mark()
             meta = self.get_meta(task_id)
             if meta.ready:
                 return meta
@@ -183,11 +184,16 @@ class ResultBackend(abc.ABC):
             wait = min(step, interval)
             if deadline is not None:
                 wait = max(0.0, min(wait, deadline - time.monotonic()))
-            self._sleep_until_change(task_id, wait)
+            self._sleep_until_change(task_id, wait, mark)
             step = min(step * 2, max(interval, POLL_START))
 
-    def _sleep_until_change(self, task_id: str, seconds: float) -> None:
-        """Wait up to ``seconds`` for a change; stores with notifications override this."""
+    def _change_mark(self) -> Any:
+        """Read before a look at a result, for :meth:`_sleep_until_change` (stores that can tell
+        a change since then override both)."""
+        return None
+
+    def _sleep_until_change(self, task_id: str, seconds: float, mark: Any = None) -> None:
+        """Wait up to ``seconds`` for a change since ``mark``; stores with notifications override this."""
         time.sleep(seconds)
 
     async def await_for(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .base import KeyValueBackend
 
@@ -47,6 +47,6 @@ class MemoryBackend(KeyValueBackend):
             _data[key] = (str(current + 1).encode(), time.time() + ttl if ttl else None)
             return current + 1
 
-    def _sleep_until_change(self, task_id: str, seconds: float) -> None:
+    def _sleep_until_change(self, task_id: str, seconds: float, mark: Any = None) -> None:
         with _cond:
             _cond.wait(seconds)

@@ -160,8 +160,11 @@ class SQLiteBackend(KeyValueBackend):
         values, error = self._unpack_parts(self._decode_parts([bytes(row[0]) for row in rows]))
         finish(self, callback, group_id, values, error)
 
-    def _sleep_until_change(self, task_id: str, seconds: float) -> None:
-        self.db.wait_for_change(seconds)
+    def _change_mark(self) -> int:
+        return self.db.data_version()
+
+    def _sleep_until_change(self, task_id: str, seconds: float, mark: Any = None) -> None:
+        self.db.wait_for_change(seconds, since=mark)
 
     def close(self) -> None:
         self.db.close()

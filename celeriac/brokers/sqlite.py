@@ -187,6 +187,7 @@ class SQLiteBroker(Broker):
     def get(self, queues: Sequence[str], *, max_messages: int, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + timeout
         while True:
+            version = self.db.data_version()  # before looking: a message sent after it wakes the wait
             self._promote_due()
             deliveries = self._claim(queues, max_messages)
             if deliveries:
@@ -195,7 +196,7 @@ class SQLiteBroker(Broker):
             if remaining <= 0:
                 return []
             wait = min(remaining, max(0.0, self._next_due() - time.time()))
-            self.db.wait_for_change(wait) if wait > 0 else None
+            self.db.wait_for_change(wait, since=version) if wait > 0 else None
 
     def _claim(self, queues: Sequence[str], max_messages: int) -> list[Delivery]:
         if not queues or max_messages <= 0:
@@ -411,6 +412,7 @@ class _SQLiteSubscription(Subscription):
     def get(self, timeout: float) -> Envelope | None:
         deadline = time.monotonic() + timeout
         while True:
+            version = self.broker.db.data_version()
             sql = (
                 "SELECT id, routing_key, headers, properties, content_type, content_encoding, body"
                 " FROM celeriac_broadcast WHERE id > ? AND exchange = ? ORDER BY id LIMIT 50"
@@ -423,7 +425,7 @@ class _SQLiteSubscription(Subscription):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            self.broker.db.wait_for_change(remaining)
+            self.broker.db.wait_for_change(remaining, since=version)
 
     def close(self) -> None:
         pass

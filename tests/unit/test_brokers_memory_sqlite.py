@@ -227,3 +227,62 @@ def test_messages_survive_reopening_the_file(db_url: str) -> None:
         reader.ack(delivery)
     finally:
         reader.close()
+
+
+def test_a_message_sent_between_a_look_and_the_wait_ends_the_wait(
+    consumers: tuple[SQLiteBroker, SQLiteBroker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lost wake-up: a message committed after the consumer found the queue empty, but before it
+    began to wait, must end the wait at once (it used to sit there until the wait's timeout)."""
+    import time
+
+    waiting, sender = consumers
+    claim = waiting._claim
+    calls = []
+
+    def claim_then_send(queues: Any, max_messages: int) -> Any:
+        found = claim(queues, max_messages)
+        if not calls:  # the first look finds nothing; the message lands before the wait begins
+            sender.publish(envelope("late"), exchange="", routing_key="q")
+        calls.append(found)
+        return found
+
+    sleeps = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(waiting, "_claim", claim_then_send)
+    monkeypatch.setattr(time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+    (delivery,) = waiting.get(["q"], max_messages=1, timeout=20)
+    assert delivery.envelope.body == b"late"
+    # One short sleep sees the change; the old wait slept in steps of up to 10 ms until the timeout.
+    assert len(calls) == 2 and len(sleeps) <= 2, sleeps
+
+
+def test_a_result_stored_between_a_look_and_the_wait_ends_the_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from celeriac.backends.sqlite import SQLiteBackend
+
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    reader, writer = SQLiteBackend(url), SQLiteBackend(url)
+    try:
+        get_meta = reader.get_meta
+        looks = []
+
+        def look_then_store(task_id: str) -> Any:
+            meta = get_meta(task_id)
+            if not looks:
+                writer.mark_as_done(task_id, 42)
+            looks.append(meta.status)
+            return meta
+
+        sleeps = []
+        real_sleep = time.sleep
+        monkeypatch.setattr(reader, "get_meta", look_then_store)
+        monkeypatch.setattr(time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+        assert reader.wait_for("t1", timeout=20, interval=10).result == 42
+        assert looks == ["PENDING", "SUCCESS"] and len(sleeps) <= 2, sleeps
+    finally:
+        reader.close()
+        writer.close()
