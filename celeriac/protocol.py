@@ -107,6 +107,9 @@ def saferepr(obj: Any, maxlen: int = 1024) -> str:
         if len(obj) <= 64 and all(type(k) is str and _plain(k) and _plain(v) for k, v in obj.items()):
             text = repr(obj)
             return text if len(text) <= maxlen else text[: maxlen - 3] + "..."
+    elif _plain(obj):  # a task's usual return value (the worker shows it as retval_repr)
+        text = repr(obj)
+        return text if len(text) <= maxlen else text[: maxlen - 3] + "..."
     try:
         text = _repr.repr(obj)
     except Exception as exc:  # a broken __repr__ in user data must not fail a publish

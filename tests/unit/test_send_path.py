@@ -41,6 +41,18 @@ def slow_saferepr(obj: Any, maxlen: int = 1024) -> str:
         {"a": [1]},
         {1: "int key"},
         {f"k{i}": i for i in range(65)},
+        # single values: a task's return value
+        8,
+        -(10**37),
+        10**40,
+        2.5,
+        float("nan"),
+        None,
+        True,
+        "z" * 200,
+        "z" * 1500,
+        "caf\u00e9\x00\n'\"",
+        b"bytes",
     ],
     ids=repr,
 )
