@@ -97,23 +97,21 @@ def _plain(value: Any) -> bool:
 def saferepr(obj: Any, maxlen: int = 1024) -> str:
     """``repr`` that can't fail and is bounded, for argsrepr/kwargsrepr and logs."""
     kind = type(obj)
-    # The usual arguments (a few numbers and short strings) are shown by repr() itself: the
-    # same text as reprlib's, in a fraction of the time.
+    # The usual arguments (a few numbers and short strings) and return values are shown by repr()
+    # itself: the same text as reprlib's, in a fraction of the time.
     if kind is tuple:
-        if len(obj) <= 64 and all(_plain(item) for item in obj):
-            text = repr(obj)
-            return text if len(text) <= maxlen else text[: maxlen - 3] + "..."
+        plain = len(obj) <= 64 and all(_plain(item) for item in obj)
     elif kind is dict:
-        if len(obj) <= 64 and all(type(k) is str and _plain(k) and _plain(v) for k, v in obj.items()):
-            text = repr(obj)
-            return text if len(text) <= maxlen else text[: maxlen - 3] + "..."
-    elif _plain(obj):  # a task's usual return value (the worker shows it as retval_repr)
+        plain = len(obj) <= 64 and all(type(k) is str and _plain(k) and _plain(v) for k, v in obj.items())
+    else:
+        plain = _plain(obj)
+    if plain:
         text = repr(obj)
-        return text if len(text) <= maxlen else text[: maxlen - 3] + "..."
-    try:
-        text = _repr.repr(obj)
-    except Exception as exc:  # a broken __repr__ in user data must not fail a publish
-        text = f"<unrepresentable {type(obj).__name__}: {exc!r}>"
+    else:
+        try:
+            text = _repr.repr(obj)
+        except Exception as exc:  # a broken __repr__ in user data must not fail a publish
+            text = f"<unrepresentable {type(obj).__name__}: {exc!r}>"
     return text if len(text) <= maxlen else text[: maxlen - 3] + "..."
 
 

@@ -32,7 +32,7 @@ R = TypeVar("R")
 
 # A result asked for within this many seconds of sending is waited for without a first read.
 JUST_SENT = 0.005
-# Results read in one round trip by get(): its own and those this process sent after it.
+# Results read in one round trip by get(): its own and those the same thread sent after it.
 READ_AHEAD = 64
 
 E_WOULDBLOCK = (

@@ -99,7 +99,7 @@ class ResultBackend(abc.ABC):
     supports_native_join: ClassVar[bool] = False
     persistent: ClassVar[bool] = True
     # load_many() reads many results in one round trip: AsyncResult.get() then reads the results
-    # this process sent after its own with it (see AsyncResult._read_ahead).
+    # the same thread sent after its own with it (see AsyncResult._read_ahead).
     read_ahead: ClassVar[bool] = False
 
     def __init__(self, url: str = "", options: Mapping[str, Any] | None = None, *, app: Celery | None = None) -> None:
