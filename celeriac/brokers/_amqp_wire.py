@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aio_pika.abc
+from aiormq.abc import DeliveredMessage
 from pamqp import encode
 from pamqp.commands import Basic
 from yarl import URL
@@ -189,25 +190,26 @@ def outgoing_properties(envelope: Envelope, *, drop: Sequence[str] = ()) -> Basi
     )
 
 
-def incoming_envelope(message: aio_pika.abc.AbstractIncomingMessage) -> Envelope:
-    """The envelope of a received message; properties as kombu's ``Message.properties``."""
+def incoming_envelope(message: DeliveredMessage) -> Envelope:
+    """The envelope of a received message (aiormq's); properties as kombu's ``Message.properties``."""
+    props = message.header.properties
     properties: dict[str, Any] = {}
     for key in _OPTIONAL_PROPERTIES:
-        value = getattr(message, key, None)
+        value = getattr(props, key, None)
         if value is not None:
             properties[key] = value
-    properties["delivery_mode"] = int(message.delivery_mode or 1)
-    properties["priority"] = int(message.priority or 0)
-    if isinstance(message.expiration, (int, float)):
-        properties["expiration"] = str(round(message.expiration * 1000))
-    if message.timestamp is not None:
-        properties["timestamp"] = message.timestamp
+    properties["delivery_mode"] = int(props.delivery_mode or 1)
+    properties["priority"] = int(props.priority or 0)
+    if props.expiration is not None:
+        properties["expiration"] = props.expiration  # milliseconds, as a decimal string on the wire too
+    if props.timestamp is not None:
+        properties["timestamp"] = props.timestamp
     return Envelope(
         body=message.body,
-        headers=dict(message.headers or {}),
+        headers=dict(props.headers or {}),
         properties=properties,
-        content_type=message.content_type or "",
-        content_encoding=message.content_encoding or "",
+        content_type=props.content_type or "",
+        content_encoding=props.content_encoding or "",
     )
 
 

@@ -4,7 +4,7 @@ Each target takes the bytes libFuzzer made up and feeds them to the path a worke
 
 ``redis``     a Redis list item (kombu's JSON envelope) -> ``RedisBroker._delivery`` -> ``decode``
 ``sqs``       an SQS message body (base64 of JSON, or JSON) -> ``sqs._delivery`` -> ``decode``
-``amqp``      AMQP content-header properties + body -> pamqp -> aio-pika -> ``incoming_envelope`` -> ``decode``
+``amqp``      AMQP content-header properties + body -> pamqp -> aiormq -> ``incoming_envelope`` -> ``decode``
 ``protocol``  headers, properties, content type and body -> ``decode`` (protocol 2 and protocol 1),
               with json, msgpack and yaml accepted
 
@@ -179,13 +179,12 @@ def amqp_target(data: bytes) -> None:
     """The properties part of an AMQP content header, then the body.
 
     Input: 2-byte length of the properties, the properties (flags and values, as on the wire),
-    the body. Properties pamqp or aio-pika refuse to read are not fuzzed further: the connection
-    fails on them in aiormq, before any celeriac code runs (and RabbitMQ doesn't relay them). Nor
+    the body. Properties pamqp refuses to read are not fuzzed further: the connection fails on them
+    in aiormq, before any celeriac code runs (and RabbitMQ doesn't relay them). Nor
     is an ``expiration`` RabbitMQ refuses to publish (it takes an integer of milliseconds, 0 to
     2**32 - 1, written in decimal): ``1e400`` would make ``incoming_envelope`` raise, but can't
     reach a consumer.
     """
-    import aio_pika
     from aiormq.abc import DeliveredMessage
     from pamqp import commands, header
 
@@ -200,7 +199,7 @@ def amqp_target(data: bytes) -> None:
     try:
         content.unmarshal(struct.pack(">HHQ", commands.Basic.frame_id, 0, len(body)) + props)
         deliver = commands.Basic.Deliver("ctag", 1, False, "", "celery")
-        message = aio_pika.IncomingMessage(DeliveredMessage(deliver, content, body, None))  # type: ignore[arg-type]
+        message = DeliveredMessage(deliver, content, body, None)  # type: ignore[arg-type]
     except Exception:
         return
     if not rabbitmq_accepts_expiration(content.properties.expiration):

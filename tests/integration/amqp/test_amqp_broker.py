@@ -202,6 +202,82 @@ def test_acks_handed_to_the_io_loop_all_reach_rabbitmq_before_close(amqp_url: st
         again.close()
 
 
+def test_acks_leave_in_batches_each_tag_once(broker: AMQPBroker, vhost: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Acks handed over faster than the IO loop runs share its wake-up and one frame write, and every
+    delivery is acked exactly once (an ack twice would make RabbitMQ close the channel)."""
+    import celeriac.brokers.amqp as amqp_module
+
+    writes: list[list[int]] = []
+    marshall = amqp_module.ChannelFrame.marshall
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        acks = [f.delivery_tag for f in kwargs.get("frames", ()) if isinstance(f, amqp_module.Basic.Ack)]
+        if acks:
+            writes.append(acks)
+        return marshall(*args, **kwargs)
+
+    monkeypatch.setattr(amqp_module.ChannelFrame, "marshall", spy)
+    broker.declare_queue(QueueSpec("q", "q", "q"))
+    for i in range(300):
+        broker.publish(envelope(str(i).encode()), exchange="", routing_key="q")
+    broker.set_prefetch(300)
+    got: list[Any] = []
+    deadline = time.monotonic() + 10
+    while len(got) < 300 and time.monotonic() < deadline:
+        got += broker.get(["q"], max_messages=300, timeout=1)
+    assert len(got) == 300
+    threads = [threading.Thread(target=lambda part=got[i::3]: [broker.ack(d) for d in part]) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    deadline = time.monotonic() + 10
+    while queue_counts(vhost)["q"] != (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert queue_counts(vhost)["q"] == (0, 0)
+    tags = sorted(tag for write in writes for tag in write)
+    assert tags == list(range(1, 301))
+    assert len(writes) < 300  # some acks shared a write
+    assert broker.get(["q"], max_messages=1, timeout=0.3) == []
+
+
+def test_a_delivery_whose_properties_cannot_be_read_is_dead_lettered(
+    broker: AMQPBroker, vhost: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer never raises in the IO loop (the message would stay unacked, unseen): a delivery
+    it can't turn into an envelope goes to the dead-letter queue with the reason, and the rest flow."""
+    import celeriac.brokers.amqp as amqp_module
+
+    readable = amqp_module.incoming_envelope
+
+    def incoming_envelope(message: Any) -> Envelope:
+        if message.body == b"unreadable":
+            raise ValueError("a property no one can read")
+        return readable(message)
+
+    monkeypatch.setattr(amqp_module, "incoming_envelope", incoming_envelope)
+    broker.declare_queue(QueueSpec("q", "q", "q"))
+    for body in (b"1", b"unreadable", b"2"):
+        broker.publish(envelope(body), exchange="", routing_key="q")
+    got: list[Any] = []
+    deadline = time.monotonic() + 10
+    while len(got) < 2 and time.monotonic() < deadline:
+        got += broker.get(["q"], max_messages=10, timeout=1)
+    assert [d.envelope.body for d in got] == [b"1", b"2"]
+    for delivery in got:
+        broker.ack(delivery)
+    monkeypatch.undo()  # readable again, to look at the copy
+    deadline = time.monotonic() + 10
+    while queue_counts(vhost).get("celeriac.deadletter") != (1, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the copy is made in the background
+    (dead,) = broker.get(["celeriac.deadletter"], max_messages=1, timeout=5)
+    assert dead.envelope.body == b"unreadable"
+    assert "a property no one can read" in dead.envelope.headers["x-celeriac-reason"]
+    assert dead.envelope.headers["x-celeriac-queue"] == "q"
+    broker.ack(dead)
+    assert broker.get(["q"], max_messages=1, timeout=0.3) == []
+
+
 def test_priorities_nine_is_most_urgent(broker: AMQPBroker) -> None:
     broker.declare_queue(QueueSpec("p", "p", "p", max_priority=10))
     for priority in (1, 9, 5, 0):
