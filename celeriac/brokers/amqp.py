@@ -243,12 +243,22 @@ def _live_publishers() -> list[AMQPBroker]:
         return [b for b in _publishers if b._pid == pid]
 
 
+# The brokers each thread published to (.brokers, a WeakSet): what its acks may have to wait for.
+_published_here = threading.local()
+
+
 def _unconfirmed_by_this_thread() -> list[tuple[AMQPBroker, int]]:
-    """(broker, serial) for every broker where this thread published something not yet confirmed."""
+    """(broker, serial) for every broker where this thread published something not yet confirmed.
+
+    Asked on every ack: a thread that never published (most pool threads) answers at once."""
+    brokers: weakref.WeakSet[AMQPBroker] | None = getattr(_published_here, "brokers", None)
+    if not brokers:
+        return []
+    pid = os.getpid()
     pending = []
-    for broker in _live_publishers():
+    for broker in list(brokers):
         last = getattr(broker._local, "last", 0)
-        if last and broker._unconfirmed_up_to(last):
+        if broker._pid == pid and last and broker._unconfirmed_up_to(last):
             pending.append((broker, last))
     return pending
 
@@ -625,6 +635,11 @@ class AMQPBroker(Broker):
             self._queued.append(item)
             wake, self._wakeup_pending = not self._wakeup_pending, True
         self._local.last = item.serial
+        brokers = getattr(_published_here, "brokers", None)
+        if brokers is None:
+            brokers = _published_here.brokers = weakref.WeakSet()
+        if self not in brokers:
+            brokers.add(self)
         if wake:
             io.call_soon(self._send_queued)
         if probe:

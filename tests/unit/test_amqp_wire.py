@@ -7,13 +7,16 @@ from datetime import datetime, timezone
 
 import amqp.serialization
 import pytest
+from aiormq.abc import DeliveredMessage
 from kombu.transport.native_delayed_delivery import calculate_routing_key
-from pamqp import decode
+from pamqp import commands, decode
+from pamqp.header import ContentHeader
 
 from celeriac import Celery
 from celeriac.brokers import broker_class
 from celeriac.brokers._amqp_wire import (
     delay_routing_key,
+    incoming_envelope,
     outgoing_properties,
     parse_url,
     ssl_context,
@@ -68,6 +71,10 @@ def test_headers_are_encoded_as_py_amqp_decodes_them() -> None:
         "stamps": {"k": ["v", 1]},
         "argsrepr": "(1, 2)",
         "raw": b"\x00\xff",
+        "shadow": None,
+        "origin": "gen1@hôst ✓",
+        "group": "",
+        "neg": -7,
     }
     envelope = Envelope(b"{}", headers, {"correlation_id": "id", "reply_to": "r"}, "application/json", "utf-8")
     props = outgoing_properties(envelope)
@@ -80,7 +87,16 @@ def test_headers_are_encoded_as_py_amqp_decodes_them() -> None:
     assert decoded["big"] == 2**40 and decoded["retries"] == 3
     assert decoded["stamps"] == {"k": ["v", 1]} and decoded["ignore_result"] is False
     assert decoded["raw"] == b"\x00\xff"
+    assert decoded["shadow"] is None and decoded["origin"] == "gen1@hôst ✓" and decoded["group"] == ""
+    assert decoded["neg"] == -7
+    assert list(decoded) == list(headers)  # in order
     assert props.delivery_mode == 2 and props.priority == 0  # kombu's defaults
+
+
+def test_a_header_name_longer_than_a_short_string_is_refused() -> None:
+    envelope = Envelope(b"{}", {"k" * 256: 1}, {}, "application/json", "utf-8")
+    with pytest.raises(TypeError, match="255 bytes"):
+        outgoing_properties(envelope).marshal()
 
 
 def _decode_headers(raw: bytes, props: object) -> dict[str, object]:
@@ -112,3 +128,31 @@ def test_expiration_and_timestamp_properties_pass_through() -> None:
     props = outgoing_properties(envelope)
     assert props.expiration == "60000" and props.timestamp == when
     assert outgoing_properties(envelope, drop=("expiration",)).expiration is None
+
+
+def test_a_received_message_reads_back_as_the_envelope_sent() -> None:
+    """Published properties, through pamqp's wire format and aiormq's delivery, give kombu's
+    ``Message.properties`` back (what the worker's decode and the rpc:// backend read)."""
+    when = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    sent = Envelope(
+        b"[[4, 4], {}, {}]",
+        {"task": "tasks.add", "id": "abc", "retries": 0, "eta": None},
+        {"correlation_id": "abc", "reply_to": "r1", "priority": 3, "expiration": "60000", "timestamp": when},
+        "application/json",
+        "utf-8",
+    )
+    content = ContentHeader(properties=outgoing_properties(sent), body_size=len(sent.body))
+    received = ContentHeader()
+    received.unmarshal(content.marshal())
+    deliver = commands.Basic.Deliver("ctag", 7, True, "ex", "rk")
+    envelope = incoming_envelope(DeliveredMessage(deliver, received, sent.body, None))  # type: ignore[arg-type]
+    assert envelope.body == sent.body and envelope.headers == sent.headers
+    assert (envelope.content_type, envelope.content_encoding) == ("application/json", "utf-8")
+    assert envelope.properties == {
+        "correlation_id": "abc",
+        "reply_to": "r1",
+        "delivery_mode": 2,
+        "priority": 3,
+        "expiration": "60000",
+        "timestamp": when,
+    }
