@@ -16,6 +16,7 @@ __all__ = ["MemoryBackend"]
 
 _data: dict[str, tuple[bytes, float | None]] = {}
 _cond = threading.Condition()
+_writes = 0  # counted under _cond: a waiter sees a write made after it looked, even before it waits
 
 
 class MemoryBackend(KeyValueBackend):
@@ -33,8 +34,10 @@ class MemoryBackend(KeyValueBackend):
             return value
 
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
+        global _writes
         with _cond:
             _data[key] = (value, time.time() + ttl if ttl else None)
+            _writes += 1
             _cond.notify_all()
 
     def _delete(self, key: str) -> None:
@@ -47,6 +50,12 @@ class MemoryBackend(KeyValueBackend):
             _data[key] = (str(current + 1).encode(), time.time() + ttl if ttl else None)
             return current + 1
 
+    def _change_mark(self) -> Any:
+        return _writes
+
     def _sleep_until_change(self, task_id: str, seconds: float, mark: Any = None) -> None:
         with _cond:
-            _cond.wait(seconds)
+            if mark is None:
+                _cond.wait(seconds)
+            else:
+                _cond.wait_for(lambda: _writes != mark, seconds)

@@ -286,3 +286,37 @@ def test_a_result_stored_between_a_look_and_the_wait_ends_the_wait(
     finally:
         reader.close()
         writer.close()
+
+
+def test_a_result_stored_in_memory_between_a_look_and_the_wait_ends_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-process store has the same race as SQLite's: a result stored after the look, before the
+    wait, must end the wait at once rather than at the next poll."""
+    import threading
+
+    from celeriac.backends.memory import MemoryBackend
+
+    reader, writer = MemoryBackend("memory://"), MemoryBackend("memory://")
+    get_meta = reader.get_meta
+    looks = []
+
+    def look_then_store(task_id: str) -> Any:
+        meta = get_meta(task_id)
+        if not looks:
+            writer.mark_as_done(task_id, 42)
+        looks.append(meta.status)
+        return meta
+
+    seen: list[bool] = []
+    condition_wait_for = threading.Condition.wait_for
+
+    def recorded_wait_for(self: threading.Condition, predicate: Any, timeout: float | None = None) -> Any:
+        result = condition_wait_for(self, predicate, timeout)
+        seen.append(bool(result))
+        return result
+
+    monkeypatch.setattr(reader, "get_meta", look_then_store)
+    monkeypatch.setattr(threading.Condition, "wait_for", recorded_wait_for)
+    assert reader.wait_for("mem-race-1", timeout=20, interval=10).result == 42
+    assert looks == ["PENDING", "SUCCESS"]
+    # The one wait ended on the write it was told to look for, not at the end of its step.
+    assert seen == [True]
