@@ -257,6 +257,23 @@ def test_a_message_sent_between_a_look_and_the_wait_ends_the_wait(
     assert len(calls) == 2 and len(sleeps) <= 2, sleeps
 
 
+def store_after_the_first_look(reader: Any, writer: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make ``reader``'s first look find nothing and ``writer`` store the result right after it, before
+    the wait begins (the lost wake-up's window); returns the states each look saw."""
+    get_meta = reader.get_meta
+    looks: list[str] = []
+
+    def look_then_store(task_id: str) -> Any:
+        meta = get_meta(task_id)
+        if not looks:
+            writer.mark_as_done(task_id, 42)
+        looks.append(meta.status)
+        return meta
+
+    monkeypatch.setattr(reader, "get_meta", look_then_store)
+    return looks
+
+
 def test_a_result_stored_between_a_look_and_the_wait_ends_the_wait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -267,19 +284,9 @@ def test_a_result_stored_between_a_look_and_the_wait_ends_the_wait(
     url = f"sqlite:///{tmp_path / 'results.db'}"
     reader, writer = SQLiteBackend(url), SQLiteBackend(url)
     try:
-        get_meta = reader.get_meta
-        looks = []
-
-        def look_then_store(task_id: str) -> Any:
-            meta = get_meta(task_id)
-            if not looks:
-                writer.mark_as_done(task_id, 42)
-            looks.append(meta.status)
-            return meta
-
+        looks = store_after_the_first_look(reader, writer, monkeypatch)
         sleeps = []
         real_sleep = time.sleep
-        monkeypatch.setattr(reader, "get_meta", look_then_store)
         monkeypatch.setattr(time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
         assert reader.wait_for("t1", timeout=20, interval=10).result == 42
         assert looks == ["PENDING", "SUCCESS"] and len(sleeps) <= 2, sleeps
@@ -296,16 +303,7 @@ def test_a_result_stored_in_memory_between_a_look_and_the_wait_ends_the_wait(mon
     from celeriac.backends.memory import MemoryBackend
 
     reader, writer = MemoryBackend("memory://"), MemoryBackend("memory://")
-    get_meta = reader.get_meta
-    looks = []
-
-    def look_then_store(task_id: str) -> Any:
-        meta = get_meta(task_id)
-        if not looks:
-            writer.mark_as_done(task_id, 42)
-        looks.append(meta.status)
-        return meta
-
+    looks = store_after_the_first_look(reader, writer, monkeypatch)
     seen: list[bool] = []
     condition_wait_for = threading.Condition.wait_for
 
@@ -314,7 +312,6 @@ def test_a_result_stored_in_memory_between_a_look_and_the_wait_ends_the_wait(mon
         seen.append(bool(result))
         return result
 
-    monkeypatch.setattr(reader, "get_meta", look_then_store)
     monkeypatch.setattr(threading.Condition, "wait_for", recorded_wait_for)
     assert reader.wait_for("mem-race-1", timeout=20, interval=10).result == 42
     assert looks == ["PENDING", "SUCCESS"]

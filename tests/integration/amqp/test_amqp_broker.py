@@ -178,19 +178,25 @@ def test_prefetch_bounds_unacked_messages(broker: AMQPBroker, vhost: str) -> Non
     assert 1 <= len(more) <= 3
 
 
+def fill_and_take(broker: AMQPBroker, count: int) -> list[Any]:
+    """Publish ``count`` messages to queue ``q`` and receive them all, unacked."""
+    broker.declare_queue(QueueSpec("q", "q", "q"))
+    for i in range(count):
+        broker.publish(envelope(str(i).encode()), exchange="", routing_key="q")
+    broker.set_prefetch(count)
+    got: list[Any] = []
+    deadline = time.monotonic() + 10
+    while len(got) < count and time.monotonic() < deadline:
+        got += broker.get(["q"], max_messages=count, timeout=1)
+    assert len(got) == count
+    return got
+
+
 def test_acks_handed_to_the_io_loop_all_reach_rabbitmq_before_close(amqp_url: str, vhost: str) -> None:
     """ack() returns before its frame is written; close() still sends every ack handed over before it,
     so a worker that stops right after its last tasks gets none of them delivered again."""
     broker = AMQPBroker(amqp_url, {"connect_timeout": 5})
-    broker.declare_queue(QueueSpec("q", "q", "q"))
-    for i in range(200):
-        broker.publish(envelope(str(i).encode()), exchange="", routing_key="q")
-    broker.set_prefetch(200)
-    got: list[Any] = []
-    deadline = time.monotonic() + 10
-    while len(got) < 200 and time.monotonic() < deadline:
-        got += broker.get(["q"], max_messages=200, timeout=1)
-    assert len(got) == 200
+    got = fill_and_take(broker, 200)
     for delivery in got:
         broker.ack(delivery)
     broker.close()  # at once: the acks may still be on their way through the IO loop
@@ -217,15 +223,7 @@ def test_acks_leave_in_batches_each_tag_once(broker: AMQPBroker, vhost: str, mon
         return marshall(*args, **kwargs)
 
     monkeypatch.setattr(amqp_module.ChannelFrame, "marshall", spy)
-    broker.declare_queue(QueueSpec("q", "q", "q"))
-    for i in range(300):
-        broker.publish(envelope(str(i).encode()), exchange="", routing_key="q")
-    broker.set_prefetch(300)
-    got: list[Any] = []
-    deadline = time.monotonic() + 10
-    while len(got) < 300 and time.monotonic() < deadline:
-        got += broker.get(["q"], max_messages=300, timeout=1)
-    assert len(got) == 300
+    got = fill_and_take(broker, 300)
     threads = [threading.Thread(target=lambda part=got[i::3]: [broker.ack(d) for d in part]) for i in range(3)]
     for t in threads:
         t.start()
