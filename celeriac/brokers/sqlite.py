@@ -39,6 +39,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from .._sqlite import SQLiteDatabase, path_from_url
+from ..exceptions import ImproperlyConfigured
 from ..serialization import json_dumps
 from .base import Broker, Delivery, Envelope, QueueSpec, Subscription
 
@@ -119,6 +120,11 @@ class SQLiteBroker(Broker):
         self.path = path_from_url(url)
         self.visibility_timeout = float(opts.get("visibility_timeout", 30.0))
         self.polling_interval = float(opts.get("polling_interval", 0.01))
+        if not self.polling_interval > 0:  # 0 would make every idle worker a busy loop
+            raise ImproperlyConfigured(
+                f"broker_transport_options['polling_interval'] must be a positive number of seconds, "
+                f"got {opts.get('polling_interval')!r}"
+            )
         self.consumer_id = uuid.uuid4().hex
         self.db = SQLiteDatabase(self.path, schema=SCHEMA, synchronous=str(opts.get("synchronous", "NORMAL")))
         self._rotation = 0
@@ -196,7 +202,7 @@ class SQLiteBroker(Broker):
             if remaining <= 0:
                 return []
             wait = min(remaining, max(0.0, self._next_due() - time.time()))
-            self.db.wait_for_change(wait, since=version) if wait > 0 else None
+            self.db.wait_for_change(wait, since=version, longest=self.polling_interval) if wait > 0 else None
 
     def _claim(self, queues: Sequence[str], max_messages: int) -> list[Delivery]:
         if not queues or max_messages <= 0:
@@ -425,7 +431,7 @@ class _SQLiteSubscription(Subscription):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            self.broker.db.wait_for_change(remaining, since=version)
+            self.broker.db.wait_for_change(remaining, since=version, longest=self.broker.polling_interval)
 
     def close(self) -> None:
         pass

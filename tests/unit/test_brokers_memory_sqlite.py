@@ -317,3 +317,51 @@ def test_a_result_stored_in_memory_between_a_look_and_the_wait_ends_the_wait(mon
     assert looks == ["PENDING", "SUCCESS"]
     # The one wait ended on the write it was told to look for, not at the end of its step.
     assert seen == [True]
+
+
+def test_a_message_sent_just_after_an_empty_look_is_seen_within_half_a_millisecond(
+    consumers: tuple[SQLiteBroker, SQLiteBroker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle consumer polls the file; right after a look it polls again soon, then backs off. The
+    message lands during the first pause: the consumer finds it at the end of that pause."""
+    import time
+
+    waiting, sender = consumers
+    sleeps: list[float] = []
+    real_sleep = time.sleep
+    sent: list[bool] = []
+
+    def sleep(seconds: float) -> None:
+        if not sent:
+            sender.publish(envelope("soon"), exchange="", routing_key="q")
+            sent.append(True)
+        sleeps.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    (delivery,) = waiting.get(["q"], max_messages=1, timeout=20)
+    assert delivery.envelope.body == b"soon"
+    assert len(sleeps) == 1 and sleeps[0] <= 0.0005, sleeps
+    # Idle, it backs off to steps of 10 ms, not a busy loop.
+    sleeps.clear()
+    assert waiting.get(["q"], max_messages=1, timeout=0.2) == []
+    assert max(sleeps[1:]) == pytest.approx(0.01) and len(sleeps) < 40, sleeps
+
+
+def test_polling_interval_bounds_the_idle_steps(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from celeriac.exceptions import ImproperlyConfigured
+
+    broker = SQLiteBroker(db_url, {"polling_interval": 0.002})
+    try:
+        sleeps: list[float] = []
+        real_sleep = time.sleep
+        monkeypatch.setattr(time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+        assert broker.get(["q"], max_messages=1, timeout=0.05) == []
+        assert max(sleeps) == pytest.approx(0.002), sleeps
+    finally:
+        broker.close()
+    for bad in (0, -1):
+        with pytest.raises(ImproperlyConfigured, match="polling_interval"):
+            SQLiteBroker(db_url, {"polling_interval": bad})
