@@ -55,7 +55,4 @@ class MemoryBackend(KeyValueBackend):
 
     def _sleep_until_change(self, task_id: str, seconds: float, mark: Any = None) -> None:
         with _cond:
-            if mark is None:
-                _cond.wait(seconds)
-            else:
-                _cond.wait_for(lambda: _writes != mark, seconds)
+            _cond.wait_for(lambda: _writes != mark, seconds)

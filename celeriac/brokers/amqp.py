@@ -467,13 +467,18 @@ class AMQPBroker(Broker):
         for subscription in list(self._subscriptions.values()):
             await self._subscribe_now(subscription)
 
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """On the IO loop: run ``coro`` without waiting for it, held until it ends (the loop keeps
+        only weak references to its tasks)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _on_connection_closed(self, generation: int, sender: Any, exc: BaseException | None) -> None:
         if isinstance(sender, aio_pika.abc.AbstractConnection) and not sender.is_closed:
             # Lost rather than closed: aio-pika leaves it open, and would close it from its
             # finalizer, in whatever thread collects it. Close it here, on the loop.
-            task = asyncio.get_running_loop().create_task(sender.close())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._in_background(sender.close())
         if generation != self._generation:
             return
         self._conn = None
@@ -875,10 +880,7 @@ class AMQPBroker(Broker):
         logger.error("Could not publish %s: %s; a copy goes to the %r queue", _describe(item), reason,
                      self.deadletter_queue)  # fmt: skip
         self._forget(item)
-        assert self._io is not None
-        task = self._io.loop.create_task(self._dead_letter_unpublished(item, reason))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._in_background(self._dead_letter_unpublished(item, reason))
 
     async def _dead_letter_unpublished(self, item: _Outgoing, reason: str) -> None:
         try:
@@ -1038,7 +1040,7 @@ class AMQPBroker(Broker):
                 logger.error("Message %s in %r has unreadable properties (%r): left there", tag, queue, exc)
                 return
             logger.error("Message %s from %r has unreadable properties (%r): dead-lettering it", tag, queue, exc)
-            self._loop().spawn(self._dead_letter_unreadable(message, queue, repr(exc)))
+            self._in_background(self._dead_letter_unreadable(message, queue, repr(exc)))
             return
         delivery = Delivery(
             envelope,
@@ -1056,7 +1058,7 @@ class AMQPBroker(Broker):
 
     async def _dead_letter_unreadable(self, message: DeliveredMessage, queue: str, reason: str) -> None:
         try:
-            await self._dead_letter_copy(Envelope(message.body, {}, {}, "", ""), queue, reason, _settler(message))
+            await self._dead_letter(Envelope(message.body, {}, {}, "", ""), queue, reason, _settler(message))
         except Exception as exc:
             logger.error("could not dead-letter a message from %r (%s): RabbitMQ will redeliver it", queue, exc)
 
@@ -1156,12 +1158,9 @@ class AMQPBroker(Broker):
         if spec is not None and spec.queue_arguments.get("x-dead-letter-exchange"):
             self._settle("dead-lettering", message.reject(requeue=False))
             return
-        self._run("dead-lettering", self._dead_letter(delivery, message, reason or "rejected"))
+        self._run("dead-lettering", self._dead_letter(delivery.envelope, delivery.queue, reason or "rejected", message))
 
-    async def _dead_letter(self, delivery: Delivery, message: aio_pika.IncomingMessage, reason: str) -> None:
-        await self._dead_letter_copy(delivery.envelope, delivery.queue, reason, message)
-
-    async def _dead_letter_copy(
+    async def _dead_letter(
         self, envelope: Envelope, queue: str, reason: str, message: aio_pika.IncomingMessage
     ) -> None:
         """Copy the message to the dead-letter queue, with why and where from in its headers, then ack it."""
