@@ -159,6 +159,17 @@ def consumers(db_url: str) -> Iterator[tuple[SQLiteBroker, SQLiteBroker]]:
     second.close()
 
 
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every ``time.sleep`` of the test, recorded (and slept)."""
+    import time
+
+    recorded: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: (recorded.append(s), real_sleep(s)))
+    return recorded
+
+
 def test_expired_lease_is_redelivered_to_another_consumer(consumers: tuple[SQLiteBroker, SQLiteBroker]) -> None:
     a, b = consumers
     a.publish(envelope("job"), exchange="", routing_key="q")
@@ -230,12 +241,10 @@ def test_messages_survive_reopening_the_file(db_url: str) -> None:
 
 
 def test_a_message_sent_between_a_look_and_the_wait_ends_the_wait(
-    consumers: tuple[SQLiteBroker, SQLiteBroker], monkeypatch: pytest.MonkeyPatch
+    consumers: tuple[SQLiteBroker, SQLiteBroker], monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
 ) -> None:
     """The lost wake-up: a message committed after the consumer found the queue empty, but before it
     began to wait, must end the wait at once (it used to sit there until the wait's timeout)."""
-    import time
-
     waiting, sender = consumers
     claim = waiting._claim
     calls = []
@@ -247,10 +256,7 @@ def test_a_message_sent_between_a_look_and_the_wait_ends_the_wait(
         calls.append(found)
         return found
 
-    sleeps = []
-    real_sleep = time.sleep
     monkeypatch.setattr(waiting, "_claim", claim_then_send)
-    monkeypatch.setattr(time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
     (delivery,) = waiting.get(["q"], max_messages=1, timeout=20)
     assert delivery.envelope.body == b"late"
     # One short sleep sees the change; the old wait slept in steps of up to 10 ms until the timeout.
@@ -275,19 +281,14 @@ def store_after_the_first_look(reader: Any, writer: Any, monkeypatch: pytest.Mon
 
 
 def test_a_result_stored_between_a_look_and_the_wait_ends_the_wait(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
 ) -> None:
-    import time
-
     from celeriac.backends.sqlite import SQLiteBackend
 
     url = f"sqlite:///{tmp_path / 'results.db'}"
     reader, writer = SQLiteBackend(url), SQLiteBackend(url)
     try:
         looks = store_after_the_first_look(reader, writer, monkeypatch)
-        sleeps = []
-        real_sleep = time.sleep
-        monkeypatch.setattr(time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
         assert reader.wait_for("t1", timeout=20, interval=10).result == 42
         assert looks == ["PENDING", "SUCCESS"] and len(sleeps) <= 2, sleeps
     finally:
@@ -348,16 +349,11 @@ def test_a_message_sent_just_after_an_empty_look_is_seen_within_half_a_milliseco
     assert max(sleeps[1:]) == pytest.approx(0.01) and len(sleeps) < 40, sleeps
 
 
-def test_polling_interval_bounds_the_idle_steps(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import time
-
+def test_polling_interval_bounds_the_idle_steps(db_url: str, sleeps: list[float]) -> None:
     from celeriac.exceptions import ImproperlyConfigured
 
     broker = SQLiteBroker(db_url, {"polling_interval": 0.002})
     try:
-        sleeps: list[float] = []
-        real_sleep = time.sleep
-        monkeypatch.setattr(time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
         assert broker.get(["q"], max_messages=1, timeout=0.05) == []
         assert max(sleeps) == pytest.approx(0.002), sleeps
     finally:
