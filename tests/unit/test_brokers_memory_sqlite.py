@@ -170,6 +170,24 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return recorded
 
 
+@pytest.fixture(params=["watch", "poll"])
+def wake(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How a waiter learns of a commit: the write-ahead log's watch (Linux), or polling (elsewhere,
+    or with no inotify instance to be had)."""
+    if request.param == "poll":
+        force_polling(monkeypatch)
+    return str(request.param)
+
+
+def force_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    import celeriac._sqlite
+
+    def no_inotify(path: str) -> Any:
+        raise OSError(24, "inotify instances used up")
+
+    monkeypatch.setattr(celeriac._sqlite, "_LogWatch", no_inotify)
+
+
 def test_expired_lease_is_redelivered_to_another_consumer(consumers: tuple[SQLiteBroker, SQLiteBroker]) -> None:
     a, b = consumers
     a.publish(envelope("job"), exchange="", routing_key="q")
@@ -241,7 +259,7 @@ def test_messages_survive_reopening_the_file(db_url: str) -> None:
 
 
 def test_a_message_sent_between_a_look_and_the_wait_ends_the_wait(
-    consumers: tuple[SQLiteBroker, SQLiteBroker], monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
+    wake: str, consumers: tuple[SQLiteBroker, SQLiteBroker], monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
 ) -> None:
     """The lost wake-up: a message committed after the consumer found the queue empty, but before it
     began to wait, must end the wait at once (it used to sit there until the wait's timeout)."""
@@ -281,7 +299,7 @@ def store_after_the_first_look(reader: Any, writer: Any, monkeypatch: pytest.Mon
 
 
 def test_a_result_stored_between_a_look_and_the_wait_ends_the_wait(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
+    wake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
 ) -> None:
     from celeriac.backends.sqlite import SQLiteBackend
 
@@ -327,6 +345,7 @@ def test_a_message_sent_just_after_an_empty_look_is_seen_within_half_a_milliseco
     message lands during the first pause: the consumer finds it at the end of that pause."""
     import time
 
+    force_polling(monkeypatch)
     waiting, sender = consumers
     sleeps: list[float] = []
     real_sleep = time.sleep
@@ -349,9 +368,12 @@ def test_a_message_sent_just_after_an_empty_look_is_seen_within_half_a_milliseco
     assert max(sleeps[1:]) == pytest.approx(0.01) and len(sleeps) < 40, sleeps
 
 
-def test_polling_interval_bounds_the_idle_steps(db_url: str, sleeps: list[float]) -> None:
+def test_polling_interval_bounds_the_idle_steps(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
+) -> None:
     from celeriac.exceptions import ImproperlyConfigured
 
+    force_polling(monkeypatch)
     broker = SQLiteBroker(db_url, {"polling_interval": 0.002})
     try:
         assert broker.get(["q"], max_messages=1, timeout=0.05) == []
@@ -361,3 +383,110 @@ def test_polling_interval_bounds_the_idle_steps(db_url: str, sleeps: list[float]
     for bad in (0, -1):
         with pytest.raises(ImproperlyConfigured, match="polling_interval"):
             SQLiteBroker(db_url, {"polling_interval": bad})
+
+
+PUBLISH_LATER = """
+import sys, time
+from celeriac.brokers.base import Envelope
+from celeriac.brokers.sqlite import SQLiteBroker
+time.sleep(float(sys.argv[2]))
+sender = SQLiteBroker(sys.argv[1])
+later = Envelope(b"later", {"id": "later", "task": "tasks.t"}, {}, "application/json", "utf-8")
+sender.publish(later, exchange="", routing_key="q")
+sender.close()
+"""
+
+
+def publish_later(db_url: str, seconds: float) -> Any:
+    """Another process, which publishes one message to ``q`` after ``seconds``."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", PUBLISH_LATER, db_url, str(seconds)])
+
+
+def count_looks(db: Any, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every read of ``db``'s data_version from now on: one per look for a commit."""
+    import time
+
+    looks: list[float] = []
+    read = db.data_version
+    monkeypatch.setattr(db, "data_version", lambda: (looks.append(time.monotonic()), read())[1])
+    return looks
+
+
+linux_only = pytest.mark.skipif(__import__("sys").platform != "linux", reason="inotify is Linux's")
+
+
+@linux_only
+def test_an_idle_consumer_is_woken_by_a_commit_from_another_process(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 60 s between safety looks, the consumer still gets the message as it is committed: the
+    commit's write to the -wal file wakes it. Polling would have looked some twenty times by then."""
+    import time
+
+    waiting = SQLiteBroker(db_url, {"polling_interval": 60})
+    try:
+        assert waiting.get(["q"], max_messages=1, timeout=0) == []
+        looks = count_looks(waiting.db, monkeypatch)
+        sender = publish_later(db_url, 0.5)
+        start = time.monotonic()
+        (delivery,) = waiting.get(["q"], max_messages=1, timeout=100)
+        woken_after = time.monotonic() - start
+        assert sender.wait(timeout=60) == 0
+        assert delivery.envelope.body == b"later"
+        assert len(looks) <= 8, looks
+        assert woken_after < 30, woken_after  # not by the safety look, 60 s in
+    finally:
+        waiting.close()
+
+
+@linux_only
+def test_each_process_has_its_own_watch_after_fork(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked child that kept its parent's inotify queue would read the parent's wake-ups (and the
+    parent the child's). The child opens its own; both wait for one commit, both are woken by it."""
+    import os
+    import time
+
+    waiting = SQLiteBroker(db_url, {"polling_interval": 60})
+
+    def woken() -> bool:
+        looks = count_looks(waiting.db, monkeypatch)
+        version, start = waiting.db.data_version(), time.monotonic()
+        waiting.db.wait_for_change(100, since=version, longest=60)
+        # Changed, found by a handful of looks, and not by the safety look 60 s in.
+        return waiting.db.data_version() != version and len(looks) <= 8 and time.monotonic() - start < 30
+
+    try:
+        assert waiting.get(["q"], max_messages=1, timeout=0.01) == []
+        parent_watch = waiting.db._watch()
+        assert parent_watch is not None
+        child = os.fork()
+        if child == 0:  # pragma: no cover (the child's exit code is the assertion)
+            own = waiting.db._watch()
+            os._exit(0 if own is not None and own is not parent_watch and woken() else 1)
+        sender = publish_later(db_url, 0.5)
+        assert woken()
+        assert waiting.db._watch() is parent_watch
+        assert sender.wait(timeout=60) == 0
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        waiting.close()
+
+
+def test_without_inotify_a_consumer_polls_for_another_process_commit(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    force_polling(monkeypatch)
+    waiting = SQLiteBroker(db_url, {"polling_interval": 0.05})
+    try:
+        looks = count_looks(waiting.db, monkeypatch)
+        sender = publish_later(db_url, 0.3)
+        (delivery,) = waiting.get(["q"], max_messages=1, timeout=100)
+        assert sender.wait(timeout=60) == 0
+        assert delivery.envelope.body == b"later"
+        assert len(looks) > 8, looks  # it looked, in steps growing to 50 ms
+    finally:
+        waiting.close()
