@@ -152,7 +152,6 @@ class SQLiteDatabase:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[tuple[int, sqlite3.Connection]] = []
-        self._watches: list[tuple[int, _LogWatch]] = []
         self._no_watch = sys.platform != "linux"
 
     def connection(self) -> sqlite3.Connection:
@@ -274,9 +273,8 @@ class SQLiteDatabase:
             logger.debug("polling %s for commits: can't watch its write-ahead log (%s)", self.path, exc)
             self._no_watch = True
             return None
+        # Held by the thread only: a thread that ends, or a close(), lets it go, and it closes itself.
         self._local.watch, self._local.watch_pid = watch, pid
-        with self._lock:
-            self._watches.append((pid, watch))
         return watch
 
     def close(self) -> None:
@@ -284,10 +282,6 @@ class SQLiteDatabase:
         with self._lock:
             mine = [conn for owner, conn in self._all if owner == pid]
             self._all = [(owner, conn) for owner, conn in self._all if owner != pid]
-            watches = [watch for owner, watch in self._watches if owner == pid]
-            self._watches = [(owner, watch) for owner, watch in self._watches if owner != pid]
-        for watch in watches:
-            watch.close()
         for conn in mine:
             try:
                 with _guard:
@@ -300,7 +294,8 @@ class SQLiteDatabase:
 class _LogWatch:
     """Tells a waiter when a database's write-ahead log has been written to (Linux inotify).
 
-    One per thread: an inotify queue read by two threads would give each the other's events.
+    One per thread: an inotify queue read by two threads would give each the other's events. It
+    closes when let go, so the threads of a server that come and go don't use up the instances.
     Writes to the file coalesce into one pending event until it is read, so the queue stays short
     however busy the database is.
     """
@@ -320,7 +315,11 @@ class _LogWatch:
         return bool(self._inotify.read(timeout=seconds * 1000.0))
 
     def close(self) -> None:
-        self._inotify.close()
+        inotify = getattr(self, "_inotify", None)  # None when __init__ failed
+        if inotify is not None:
+            inotify.close()
+
+    __del__ = close
 
 
 @contextmanager

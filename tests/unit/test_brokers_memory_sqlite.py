@@ -490,3 +490,40 @@ def test_without_inotify_a_consumer_polls_for_another_process_commit(
         assert len(looks) > 8, looks  # it looked, in steps growing to 50 ms
     finally:
         waiting.close()
+
+
+def inotify_instances() -> int:
+    import os
+
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify"
+        except FileNotFoundError:  # the listing's own descriptor, closed by now
+            pass
+    return count
+
+
+@linux_only
+def test_a_thread_that_ends_gives_back_its_inotify_instance(db_url: str) -> None:
+    """A threaded server's request threads come and go; if each kept its watch, the 128 inotify
+    instances a user has by default would soon be used up, and every wait would poll."""
+    import gc
+    import threading
+
+    waiting = SQLiteBroker(db_url)
+    try:
+        before = inotify_instances()
+        for _ in range(20):
+            thread = threading.Thread(target=waiting.get, args=(["q"],), kwargs={"max_messages": 1, "timeout": 0.01})
+            thread.start()
+            thread.join()
+        gc.collect()
+        assert inotify_instances() <= before + 1
+        waiting.get(["q"], max_messages=1, timeout=0.01)  # this thread's own
+        assert inotify_instances() == before + 1
+        waiting.close()
+        gc.collect()
+        assert inotify_instances() == before
+    finally:
+        waiting.close()
