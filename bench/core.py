@@ -32,10 +32,12 @@ def run_once(settings: Settings, client: scenarios.Client, pool: str, workdir: P
             worker.check_alive()
             worker_rate = scenarios.worker_rate(throughput, client.broker.result_url)
         latencies: list[float] = []
+        idle: list[float] = []
         if settings.wants("latency"):
             gc.collect()
             scenarios.warm_up(client, pool=pool)
             latencies = scenarios.roundtrips(client, settings.roundtrips, pool)
+            idle = scenarios.idle_roundtrips(client, min(scenarios.IDLE_ROUNDTRIPS, settings.roundtrips), pool)
     return Figures(
         system=client.system,
         broker=client.broker.name,
@@ -46,6 +48,7 @@ def run_once(settings: Settings, client: scenarios.Client, pool: str, workdir: P
         p50_ms=percentile(latencies, 50) if latencies else NAN,
         p90_ms=percentile(latencies, 90) if latencies else NAN,
         p99_ms=percentile(latencies, 99) if latencies else NAN,
+        idle_p50_ms=percentile(idle, 50) if idle else NAN,
         rss_idle_mib=mib(idle_kib),
         rss_peak_mib=mib(peak_kib),
         ready_seconds=ready,

@@ -33,6 +33,7 @@ class Figures:
     p50_ms: float
     p90_ms: float
     p99_ms: float
+    idle_p50_ms: float  # round trips made after a pause (sporadic tasks)
     rss_idle_mib: float  # the worker's tree after the warm-up, before the throughput scenario
     rss_peak_mib: float  # the worker's tree during the throughput scenario
     ready_seconds: float  # from sending the first ping until its answer
@@ -180,10 +181,19 @@ def latency_table(summary: Sequence[Figures]) -> str:
             ms(f.p90_ms),
             ms(f.p99_ms),
             times(r["p50_vs_best_celery"]),
+            ms(f.idle_p50_ms),
         ]
         for f, r in zip(summary, all_ratios(summary), strict=True)
     ]
-    headers = ["system", "broker, pool", "p50 (ms)", "p90 (ms)", "p99 (ms)", "p50 / best Celery p50"]
+    headers = [
+        "system",
+        "broker, pool",
+        "p50 (ms)",
+        "p90 (ms)",
+        "p99 (ms)",
+        "p50 / best Celery p50",
+        "p50 after idle (ms)",
+    ]
     return table(headers, rows) + "\n\n" + _best_note(summary, lambda b: _best_label(b.p50)) + " Lower is better."
 
 
@@ -335,6 +345,8 @@ and measures from a client in the benchmark process:
   until every result has been fetched with `.get()`, and *worker done* until the worker stored the last
   result (the latest `date_done` in the backend), which leaves the client's fetching out;
 - **round-trip latency**: sequential `noop.delay(i).get()` calls after a short warm-up; p50/p90/p99;
+  then *after idle*: the p50 of up to 100 more, each after a 50 ms pause, as sporadic tasks come (the
+  worker has gone back to waiting on an empty queue);
 - **worker memory**: the summed VmRSS of the worker's process tree (main process and pool processes),
   sampled every 50 ms during the throughput scenario, and once when idle before it.
 

@@ -47,6 +47,8 @@ def metadata(settings: Settings, argv: Sequence[str]) -> dict[str, object]:
         "settings": {
             **settings.to_json(),
             "warmup_roundtrips": scenarios.WARMUP_ROUNDTRIPS,
+            "idle_roundtrips": scenarios.IDLE_ROUNDTRIPS,
+            "idle_gap_s": scenarios.IDLE_GAP,
             "rss_sample_interval_s": 0.05,
         },
     }

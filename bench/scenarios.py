@@ -20,6 +20,8 @@ from bench.procs import Worker, WorkerError
 READY_TIMEOUT = 120.0  # seconds for a fresh worker to answer its first ping
 GET_TIMEOUT = 300.0  # seconds for any one result
 WARMUP_ROUNDTRIPS = 20
+IDLE_ROUNDTRIPS = 100  # round trips after a pause, at most (no more than --roundtrips)
+IDLE_GAP = 0.05  # seconds of pause before each: the worker has gone idle, as between sporadic tasks
 
 TASK_MODULE = '''\
 """Written by bench/run.py: the tasks of the {system} benchmark."""
@@ -218,6 +220,19 @@ def warm_up(client: Client, count: int = WARMUP_ROUNDTRIPS, pool: str = "solo") 
 def roundtrips(client: Client, count: int, pool: str = "solo") -> list[float]:
     """``count`` sequential ``noop.delay(i).get()`` round trips (after warm_up()), in milliseconds."""
     return timed_roundtrips(celery_send(noop_task(client, pool)), celery_fetch, count)
+
+
+def idle_roundtrips(client: Client, count: int, pool: str = "solo", gap: float = IDLE_GAP) -> list[float]:
+    """``count`` round trips as sporadic tasks make them: each after ``gap`` seconds with nothing to
+    do, so the worker waits on an empty queue in its idle rhythm (a poll interval, a wake-up), in
+    milliseconds. Only the round trip is timed, not the pause."""
+    send, latencies = celery_send(noop_task(client, pool)), []
+    for i in range(count):
+        time.sleep(gap)
+        start = time.perf_counter()
+        check_value(celery_fetch(send(i)), i)
+        latencies.append((time.perf_counter() - start) * 1000.0)
+    return latencies
 
 
 def last_done(redis_url: str, task_ids: list[str]) -> float:

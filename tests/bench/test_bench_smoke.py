@@ -21,6 +21,7 @@ FIGURES = [
     "p50_ms",
     "p90_ms",
     "p99_ms",
+    "idle_p50_ms",
     "rss_idle_mib",
     "rss_peak_mib",
     "ready_seconds",

@@ -7,7 +7,7 @@ from bench.targets import checks
 
 
 def run(system: str, broker: str, pool: str, *, enqueue: float, e2e: float, p50: float) -> Figures:
-    return Figures(system, broker, pool, enqueue, e2e, e2e, p50, p50, p50, 30.0, 40.0, 1.0)
+    return Figures(system, broker, pool, enqueue, e2e, e2e, p50, p50, p50, p50, 30.0, 40.0, 1.0)
 
 
 def by_target(found: list) -> dict[str, tuple[float | None, bool | None]]:
