@@ -197,6 +197,14 @@ def _batched_writes(channel: aiormq.Channel) -> bool:
     return all(hasattr(channel, name) for name in ("confirmations", "delivery_tag", "write_queue", "_split_body"))
 
 
+def _lock_free(channel: aiormq.Channel) -> bool:
+    """Is nobody holding the channel's lock (between taking a delivery tag and queueing its frames)?
+    aiormq keeps the lock private: if it can't be found, say no (the caller then takes it)."""
+    lock = getattr(channel, "_Channel__lock", None)
+    # A lock just released is not locked, but its next holder may be woken and not yet running.
+    return isinstance(lock, asyncio.Lock) and not lock.locked() and not getattr(lock, "_waiters", True)
+
+
 class _Outgoing:
     """A message handed to publish(), kept until RabbitMQ confirms it."""
 
@@ -353,6 +361,8 @@ class AMQPBroker(Broker):
         self._deferred_acks: set[asyncio.Task[None]] = set()
         self._ack_writes: set[asyncio.Future[None]] = set()  # batches of acks queued, not yet written
         self._background: set[asyncio.Task[None]] = set()
+        # Publishes handed to tasks whose frames may not be queued yet: later ones queue behind them.
+        self._write_tasks: set[asyncio.Task[Any]] = set()
         with _registry_lock:
             _publishers.add(self)
 
@@ -749,14 +759,26 @@ class AMQPBroker(Broker):
             return
         for start in range(0, len(items), WRITE_BATCH):
             chunk = items[start : start + WRITE_BATCH]
-            task = self._io.loop.create_task(self._write_batch(channel, chunk))
+            if not self._write_tasks and _lock_free(channel) and not channel.write_queue.full():
+                # No earlier publish is yet to queue its frames (in a task, or waiting for the
+                # channel's lock), and there is room: queue these now rather than in a task's first
+                # step, a loop turn later. Nothing here awaits, so nothing can come in between.
+                try:
+                    payload, futures = self._frames(channel, chunk)
+                except _BatchNotWritten:
+                    self._send_one_by_one(channel, chunk)
+                    continue
+                channel.write_queue.put_nowait(payload)
+                self._on_written(chunk, futures)
+                continue
+            task = self._writing(self._write_batch(channel, chunk))
             task.add_done_callback(partial(self._on_batch_written, channel, chunk, [i.attempt for i in chunk]))
 
     def _send_one_by_one(self, channel: aiormq.Channel, items: list[_Outgoing]) -> None:
         """aiormq's ``basic_publish``, a task per message (when a batch can't be written, or aiormq changed)."""
         assert self._io is not None
         for item in items:
-            task = self._io.loop.create_task(
+            task = self._writing(
                 channel.basic_publish(
                     item.body,
                     exchange=item.exchange,
@@ -767,31 +789,48 @@ class AMQPBroker(Broker):
             )
             task.add_done_callback(partial(self._on_confirm, item, item.attempt))
 
+    def _writing(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A task that publishes: until it ends, later publishes go through tasks too, so that they
+        queue their frames after its own."""
+        assert self._io is not None
+        task = self._io.loop.create_task(coro)
+        self._write_tasks.add(task)
+        task.add_done_callback(self._write_tasks.discard)
+        return task
+
     async def _write_batch(self, channel: aiormq.Channel, items: list[_Outgoing]) -> None:
-        # What aiormq's basic_publish does for one message, for several in one frame write: take
-        # the next delivery tags, register a confirmation future for each, queue the frames.
         async with channel.lock:
-            first = channel.delivery_tag
-            futures: list[asyncio.Future[Any]] = []
-            try:
-                frames: list[Any] = []
-                for item in items:
-                    channel.delivery_tag += 1
-                    future = channel.create_future()
-                    channel.confirmations[channel.delivery_tag] = future
-                    futures.append(future)
-                    frames.append(Basic.Publish(exchange=item.exchange, routing_key=item.routing_key))
-                    frames.append(ContentHeader(properties=item.properties, body_size=len(item.body)))
-                    frames.extend(channel._split_body(item.body))
-                payload = ChannelFrame.marshall(channel_number=channel.number, frames=frames)
-            except Exception as exc:  # nothing was sent: undo, then one by one finds the culprit
-                for tag in range(first + 1, channel.delivery_tag + 1):
-                    channel.confirmations.pop(tag, None)
-                for future in futures:
-                    future.cancel()
-                channel.delivery_tag = first
-                raise _BatchNotWritten from exc
+            payload, futures = self._frames(channel, items)
             await channel.write_queue.put(payload)
+        self._on_written(items, futures)
+
+    def _frames(self, channel: aiormq.Channel, items: list[_Outgoing]) -> tuple[Any, list[asyncio.Future[Any]]]:
+        """What aiormq's basic_publish does for one message, for several in one frame write: take
+        the next delivery tags, register a confirmation future for each, marshal the frames.
+        Raises :class:`_BatchNotWritten`, with nothing taken, if a message can't be encoded."""
+        first = channel.delivery_tag
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            frames: list[Any] = []
+            for item in items:
+                channel.delivery_tag += 1
+                future = channel.create_future()
+                channel.confirmations[channel.delivery_tag] = future
+                futures.append(future)
+                frames.append(Basic.Publish(exchange=item.exchange, routing_key=item.routing_key))
+                frames.append(ContentHeader(properties=item.properties, body_size=len(item.body)))
+                frames.extend(channel._split_body(item.body))
+            payload = ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+        except Exception as exc:  # nothing was sent: undo, then one by one finds the culprit
+            for tag in range(first + 1, channel.delivery_tag + 1):
+                channel.confirmations.pop(tag, None)
+            for future in futures:
+                future.cancel()
+            channel.delivery_tag = first
+            raise _BatchNotWritten from exc
+        return payload, futures
+
+    def _on_written(self, items: list[_Outgoing], futures: list[asyncio.Future[Any]]) -> None:
         for item, future in zip(items, futures, strict=True):
             future.add_done_callback(partial(self._on_confirm, item, item.attempt))
 

@@ -308,6 +308,32 @@ def test_order_is_kept_per_thread(brokers: Callable[..., AMQPBroker]) -> None:
         assert [n for n in got if base <= n < base + 10_000] == list(range(base, base + 500))
 
 
+def test_publishes_behind_a_busy_channel_are_not_overtaken(brokers: Callable[..., AMQPBroker]) -> None:
+    """Publishes made while the channel's lock is held (an RPC on it) wait for it in a task. Those
+    that come as it is released must queue behind them: the lock looks free then, but its next
+    holder is woken and not yet running."""
+    import asyncio
+
+    broker = brokers()
+    broker.declare_queue(Q)
+    broker.publish(envelope(0), exchange="", routing_key="q")
+    assert broker.flush(10)
+    io = broker._loop()
+    lock = broker._pub_channel._Channel__lock  # type: ignore[union-attr]
+    asyncio.run_coroutine_threadsafe(lock.acquire(), io.loop).result(10)
+    for n in (1, 2, 3):
+        broker.publish(envelope(n), exchange="", routing_key="q")
+    deadline = time.monotonic() + 10
+    while not lock._waiters and time.monotonic() < deadline:  # their task waits for the lock
+        time.sleep(0.01)
+    with LoopBlocked(broker):  # what follows runs in this order once the loop goes on
+        io.loop.call_soon_threadsafe(lock.release)
+        for n in (4, 5, 6):
+            broker.publish(envelope(n), exchange="", routing_key="q")
+    assert broker.flush(10)
+    assert drain(broker, "q", 7) == list(range(7))
+
+
 def test_a_nacked_message_is_sent_again_then_dead_lettered(
     brokers: Callable[..., AMQPBroker], caplog: pytest.LogCaptureFixture
 ) -> None:
