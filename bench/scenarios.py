@@ -203,10 +203,13 @@ def throughput(client: Client, tasks: int, pool: str = "solo") -> Throughput:
     return batch(celery_send(noop_task(client, pool)), celery_fetch, tasks)
 
 
-def timed_roundtrips(send: Send, fetch: Fetch, count: int) -> list[float]:
-    """``count`` sequential send-then-fetch round trips: their latencies in milliseconds."""
+def timed_roundtrips(send: Send, fetch: Fetch, count: int, pause: float = 0.0) -> list[float]:
+    """``count`` sequential send-then-fetch round trips: their latencies in milliseconds. With
+    ``pause``, each comes that many seconds after the last (the pause is not timed)."""
     latencies = []
     for i in range(count):
+        if pause:
+            time.sleep(pause)
         start = time.perf_counter()
         check_value(fetch(send(i)), i)
         latencies.append((time.perf_counter() - start) * 1000.0)
@@ -226,13 +229,7 @@ def idle_roundtrips(client: Client, count: int, pool: str = "solo", gap: float =
     """``count`` round trips as sporadic tasks make them: each after ``gap`` seconds with nothing to
     do, so the worker waits on an empty queue in its idle rhythm (a poll interval, a wake-up), in
     milliseconds. Only the round trip is timed, not the pause."""
-    send, latencies = celery_send(noop_task(client, pool)), []
-    for i in range(count):
-        time.sleep(gap)
-        start = time.perf_counter()
-        check_value(celery_fetch(send(i)), i)
-        latencies.append((time.perf_counter() - start) * 1000.0)
-    return latencies
+    return timed_roundtrips(celery_send(noop_task(client, pool)), celery_fetch, count, pause=gap)
 
 
 def last_done(redis_url: str, task_ids: list[str]) -> float:
