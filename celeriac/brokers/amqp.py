@@ -358,9 +358,9 @@ class AMQPBroker(Broker):
         self._pub_owner: aio_pika.abc.AbstractChannel | None = None
         self._republisher: asyncio.Task[None] | None = None
         self._confirm_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._deferred_acks: set[asyncio.Task[None]] = set()
+        self._deferred_acks: set[asyncio.Task[Any]] = set()
         self._ack_writes: set[asyncio.Future[None]] = set()  # batches of acks queued, not yet written
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         # Publishes handed to tasks whose frames may not be queued yet: later ones queue behind them.
         self._write_tasks: set[asyncio.Task[Any]] = set()
         with _registry_lock:
@@ -477,12 +477,16 @@ class AMQPBroker(Broker):
         for subscription in list(self._subscriptions.values()):
             await self._subscribe_now(subscription)
 
-    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
-        """On the IO loop: run ``coro`` without waiting for it, held until it ends (the loop keeps
-        only weak references to its tasks)."""
+    def _in_background(
+        self, coro: Coroutine[Any, Any, T], held: set[asyncio.Task[Any]] | None = None
+    ) -> asyncio.Task[T]:
+        """On the IO loop: run ``coro`` without waiting for it, held in ``held`` (``_background``
+        unless said) until it ends (the loop keeps only weak references to its tasks)."""
         task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        tasks = self._background if held is None else held
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return task
 
     def _on_connection_closed(self, generation: int, sender: Any, exc: BaseException | None) -> None:
         if isinstance(sender, aio_pika.abc.AbstractConnection) and not sender.is_closed:
@@ -792,11 +796,7 @@ class AMQPBroker(Broker):
     def _writing(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """A task that publishes: until it ends, later publishes go through tasks too, so that they
         queue their frames after its own."""
-        assert self._io is not None
-        task = self._io.loop.create_task(coro)
-        self._write_tasks.add(task)
-        task.add_done_callback(self._write_tasks.discard)
-        return task
+        return self._in_background(coro, self._write_tasks)
 
     async def _write_batch(self, channel: aiormq.Channel, items: list[_Outgoing]) -> None:
         async with channel.lock:
@@ -1166,10 +1166,7 @@ class AMQPBroker(Broker):
             done.add_done_callback(self._ack_writes.discard)
 
     def _start_deferred_ack(self, message: DeliveredMessage, pending: list[tuple[AMQPBroker, int]]) -> None:
-        assert self._io is not None
-        task = self._io.loop.create_task(self._ack_when_confirmed(message, pending))
-        self._deferred_acks.add(task)
-        task.add_done_callback(self._deferred_acks.discard)
+        self._in_background(self._ack_when_confirmed(message, pending), self._deferred_acks)
 
     async def _ack_when_confirmed(self, message: DeliveredMessage, pending: list[tuple[AMQPBroker, int]]) -> None:
         for broker, serial in pending:
