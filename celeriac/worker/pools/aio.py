@@ -24,7 +24,7 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -66,8 +66,16 @@ class AsyncioPool(Pool):
 
     def start(self) -> None:
         self._lock = threading.Lock()
-        self._inflight = 0
+        self._inflight = 0  # slots taken: submitted and not yet given back by the settler
         self._running: dict[str, _Running] = {}
+        self._stopping = False
+        # Jobs for the loop, and outcomes for the settler: each side drains all that is waiting
+        # when it wakes, so a burst of jobs or of finished tasks costs one wake-up, not one each.
+        self._starting: deque[tuple[Job, OnDone]] = deque()
+        self._start_scheduled = False
+        self._finished: deque[tuple[OnDone, Outcome]] = deque()
+        self._settle_wake = threading.Event()
+        self._settler_closing = False
         self._loop = new_event_loop()
         started = threading.Event()
         self._thread = threading.Thread(target=self._run_loop, args=(started,), name="AsyncioPool", daemon=True)
@@ -79,7 +87,8 @@ class AsyncioPool(Pool):
         self._sync.start()
         # Outcomes are handed to the consumer from one thread beside the loop: settling a
         # message or storing a late failure is blocking I/O that must not stall the loop.
-        self._settler = ThreadPoolExecutor(1, thread_name_prefix="AsyncioPoolSettle")
+        self._settler = threading.Thread(target=self._settle_all, name="AsyncioPoolSettle", daemon=True)
+        self._settler.start()
 
     def _run_loop(self, started: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
@@ -87,20 +96,32 @@ class AsyncioPool(Pool):
         self._loop.run_forever()
 
     def submit(self, job: Job, on_done: OnDone) -> None:
-        task = self.app.tasks.get(job.task_name)
         with self._lock:
             self._inflight += 1
-        if task is not None and getattr(task, "is_async", False):
-            self._loop.call_soon_threadsafe(self._start, job, on_done)
-        else:
-            self._sync.submit(job, lambda outcome: self._finished_sync(on_done, outcome))
+        self._hand_over(job, on_done)
 
-    def _finished_sync(self, on_done: OnDone, outcome: Outcome) -> None:
+    def _hand_over(self, job: Job, on_done: OnDone) -> None:
+        """Run ``job`` in a slot already counted in ``_inflight``."""
+        task = self.app.tasks.get(job.task_name)
+        if task is None or not getattr(task, "is_async", False):
+            self._sync.submit(job, lambda outcome: self._settle(on_done, outcome))
+            return
         with self._lock:
-            self._inflight -= 1
-        on_done(outcome)
+            self._starting.append((job, on_done))
+            if self._start_scheduled:
+                return  # the loop has a wake-up coming that will start this one too
+            self._start_scheduled = True
+        self._loop.call_soon_threadsafe(self._start_waiting)
 
     # -- on the loop ----------------------------------------------------------------------
+    def _start_waiting(self) -> None:
+        with self._lock:
+            starting = list(self._starting)
+            self._starting.clear()
+            self._start_scheduled = False
+        for job, on_done in starting:
+            self._start(job, on_done)
+
     def _start(self, job: Job, on_done: OnDone) -> None:
         entry = _Running(job, on_done, time.monotonic())
         with self._lock:
@@ -141,8 +162,8 @@ class AsyncioPool(Pool):
             timer.cancel()
         with self._lock:
             self._running.pop(entry.job.task_id, None)
-            self._inflight -= 1
-        self._settler.submit(entry.on_done, outcome.without_objects())
+            self._finished.append((entry.on_done, outcome.without_objects()))
+        self._settle_wake.set()
 
     def _soft_limit(self, entry: _Running) -> None:
         if not entry.finished:
@@ -171,6 +192,45 @@ class AsyncioPool(Pool):
             entry.terminated = True
             entry.interrupt(asyncio.CancelledError())
 
+    # -- the settler's thread -----------------------------------------------------------------
+    def _settle_all(self) -> None:
+        while True:
+            self._settle_wake.wait()
+            self._settle_wake.clear()
+            while True:
+                with self._lock:
+                    finished = list(self._finished)
+                    self._finished.clear()
+                if not finished:
+                    break
+                for on_done, outcome in finished:
+                    self._settle(on_done, outcome)
+            if self._settler_closing:
+                return
+
+    def _settle(self, on_done: OnDone, outcome: Outcome) -> None:
+        """Hand a finished job's outcome over; then its slot takes the next job straight from the
+        consumer, as a thread pool's slot does, or is given back. Called on the settler's thread
+        for coroutines, on the sync thread that ran it for a sync task."""
+        try:
+            on_done(outcome)
+        except Exception:
+            logger.exception("error handing over the outcome of %s[%s]", outcome.task_name, outcome.task_id)
+        pull = self.next_job
+        item = None
+        if pull is not None and not self._stopping:
+            try:
+                item = pull()
+            except Exception:
+                logger.exception("could not take the next job")
+        if item is not None:
+            self._hand_over(*item)
+            return
+        with self._lock:
+            self._inflight -= 1
+        if self.on_capacity is not None:
+            self.on_capacity()  # the consumer may have found the slot taken meanwhile
+
     # -- from other threads -------------------------------------------------------------------
     def terminate_job(self, task_id: str, signum: int) -> bool:
         with self._lock:
@@ -196,6 +256,7 @@ class AsyncioPool(Pool):
         return n
 
     def stop(self, *, graceful: bool, timeout: float | None = None) -> None:
+        self._stopping = True  # finished slots take no new jobs
         deadline = None if timeout is None else time.monotonic() + timeout
         if graceful:
             while deadline is None or time.monotonic() < deadline:
@@ -211,7 +272,10 @@ class AsyncioPool(Pool):
             if entry.task is not None:
                 self._loop.call_soon_threadsafe(entry.task.cancel)
         self._sync.stop(graceful=False)
-        self._settler.shutdown(wait=graceful)
+        self._settler_closing = True
+        self._settle_wake.set()
+        if graceful:
+            self._settler.join()
         use_as_process_loop(None)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=2)
