@@ -158,3 +158,32 @@ def test_a_stopping_pool_takes_no_next_job(app: Celery) -> None:
     assert [o.state for o in outcomes.got] == ["SUCCESS"]
     assert asked == []
     assert pool.free_slots() == 2
+
+
+def test_a_next_job_that_cannot_start_leaves_the_settler_working(
+    pool: AsyncioPool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    outcomes = Outcomes()
+    broken = job("t.double", 1)
+    waiting = [broken]
+    real = pool._hand_over
+
+    def hand_over(each: Job, on_done: OnDone) -> None:
+        if each is broken:
+            raise RuntimeError("the loop is gone")
+        real(each, on_done)
+
+    monkeypatch.setattr(pool, "_hand_over", hand_over)
+    pool.next_job = lambda: (waiting.pop(), outcomes.on_done) if waiting else None
+    pool.submit(job("t.double", 0), outcomes.on_done)
+    outcomes.wait_for(1)
+    # The slot was given back and the settler still hands outcomes over.
+    pool.submit(job("t.double", 2), outcomes.on_done)
+    got = outcomes.wait_for(2)
+    assert [o.retval_repr for o in got] == ["0", "4"]
+    assert "could not start t.double" in caplog.text
+    for _ in range(100):
+        if pool.free_slots() == 4:
+            break
+        threading.Event().wait(0.01)
+    assert pool.free_slots() == 4

@@ -224,8 +224,11 @@ class AsyncioPool(Pool):
             except Exception:
                 logger.exception("could not take the next job")
         if item is not None:
-            self._hand_over(*item)
-            return
+            try:
+                self._hand_over(*item)
+                return
+            except Exception:  # the settler must outlive it; the message stays unacked in the broker
+                logger.exception("could not start %s[%s]", item[0].task_name, item[0].task_id)
         with self._lock:
             self._inflight -= 1
         if self.on_capacity is not None:
