@@ -24,7 +24,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -71,9 +70,9 @@ class AsyncioPool(Pool):
         self._stopping = False
         # Jobs for the loop, and outcomes for the settler: each side drains all that is waiting
         # when it wakes, so a burst of jobs or of finished tasks costs one wake-up, not one each.
-        self._starting: deque[tuple[Job, OnDone]] = deque()
+        self._starting: list[tuple[Job, OnDone]] = []
         self._start_scheduled = False
-        self._finished: deque[tuple[OnDone, Outcome]] = deque()
+        self._finished: list[tuple[OnDone, Outcome]] = []
         self._settle_wake = threading.Event()
         self._settler_closing = False
         self._loop = new_event_loop()
@@ -116,8 +115,7 @@ class AsyncioPool(Pool):
     # -- on the loop ----------------------------------------------------------------------
     def _start_waiting(self) -> None:
         with self._lock:
-            starting = list(self._starting)
-            self._starting.clear()
+            starting, self._starting = self._starting, []
             self._start_scheduled = False
         for job, on_done in starting:
             self._start(job, on_done)
@@ -199,8 +197,7 @@ class AsyncioPool(Pool):
             self._settle_wake.clear()
             while True:
                 with self._lock:
-                    finished = list(self._finished)
-                    self._finished.clear()
+                    finished, self._finished = self._finished, []
                 if not finished:
                     break
                 for on_done, outcome in finished:
