@@ -213,13 +213,7 @@ class AsyncioPool(Pool):
             on_done(outcome)
         except Exception:
             logger.exception("error handing over the outcome of %s[%s]", outcome.task_name, outcome.task_id)
-        pull = self.next_job
-        item = None
-        if pull is not None and not self._stopping:
-            try:
-                item = pull()
-            except Exception:
-                logger.exception("could not take the next job")
+        item = None if self._stopping else self.take_next_job()
         if item is not None:
             try:
                 self._hand_over(*item)

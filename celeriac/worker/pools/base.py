@@ -85,6 +85,17 @@ class Pool(abc.ABC):
     # whose slots can take it themselves (threads) calls it instead of waiting for submit().
     next_job: Callable[[], tuple[Job, OnDone] | None] | None = None
 
+    def take_next_job(self) -> tuple[Job, OnDone] | None:
+        """For a slot that has just finished a job: its next job straight from the consumer
+        (``next_job``), or None (none waiting, or taking it failed: logged)."""
+        if self.next_job is None:
+            return None
+        try:
+            return self.next_job()
+        except Exception:
+            logger.exception("could not take the next job")
+            return None
+
     def terminate_job(self, task_id: str, signum: int) -> bool:
         return False
 

@@ -18,7 +18,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -95,27 +94,21 @@ class ThreadPool(Pool):
                 outcome: Outcome = run_job(self.app, job)
             except TimeLimitExceeded:
                 outcome = Outcome(job.task_id, job.task_name, states.FAILURE, 0.0, ACK, stored=False)
-            pull = self.next_job
             with self._lock:
                 mine = self._running.pop(me, None) is entry and not entry.abandoned
-                if mine and pull is not None and not self._stopping:
+                pull = mine and self.next_job is not None and not self._stopping
+                if pull:
                     self._queued += 1  # this slot stays taken while it asks for its next job
-                else:
-                    pull = None
             if not mine:
                 return  # abandoned at the hard time limit: a new thread has taken this slot
             on_done(outcome.without_objects())
-            item = self._pull(pull) if pull is not None else None
+            item = self._pull() if pull else None
             if item is None:
                 item = self._jobs.get()
 
-    def _pull(self, pull: Callable[[], tuple[Job, OnDone] | None]) -> tuple[Job, OnDone] | None:
+    def _pull(self) -> tuple[Job, OnDone] | None:
         """The next job straight from the consumer, for the slot _work() kept; frees it if none."""
-        try:
-            item = pull()
-        except Exception:
-            logger.exception("could not take the next job")
-            item = None
+        item = self.take_next_job()
         if item is None:
             with self._lock:
                 self._queued -= 1
