@@ -147,13 +147,34 @@ class _Properties(Basic.Properties):
 _LONG = struct.Struct(">I")
 
 
+_NAMES: dict[str, bytes] = {}  # header name -> its encoded form (length byte + bytes), for the usual names
+_NAMES_KEPT = 512
+
+
+def _name(key: Any) -> bytes:
+    name = str(key).encode()
+    if len(name) > 255:
+        raise TypeError(f"a header name is at most 255 bytes: {str(key)[:40]!r}...")
+    encoded = bytes((len(name),)) + name
+    if type(key) is str and len(_NAMES) < _NAMES_KEPT:
+        _NAMES[key] = encoded
+    return encoded
+
+
 def _table(value: Mapping[str, Any]) -> bytes:
-    parts = []
+    # Runs for every message published, with a task's ~20 headers: the names' encodings are kept,
+    # and str and None values (most of them) are written here without a call.
+    parts: list[bytes] = []
+    append = parts.append
     for key, item in (value or {}).items():
-        name = str(key).encode()
-        if len(name) > 255:
-            raise TypeError(f"a header name is at most 255 bytes: {str(key)[:40]!r}...")
-        parts.append(bytes((len(name),)) + name + _field(item))
+        append(_NAMES.get(key) or _name(key))
+        if type(item) is str:
+            data = item.encode()
+            append(b"S" + _LONG.pack(len(data)) + data)
+        elif item is None:
+            append(b"V")
+        else:
+            append(_field(item))
     body = b"".join(parts)
     return _LONG.pack(len(body)) + body
 

@@ -99,6 +99,24 @@ def test_a_header_name_longer_than_a_short_string_is_refused() -> None:
         outgoing_properties(envelope).marshal()
 
 
+def test_many_distinct_header_names_are_encoded_right_and_not_all_kept() -> None:
+    # The encoded names of the usual headers are kept between messages; a stream of messages that
+    # each carry new names (user headers with ids in them) must neither grow that without bound
+    # nor be written differently from the first message with a known name.
+    from celeriac.brokers import _amqp_wire
+
+    for n in range(2000):
+        headers = {f"x-user-{n}": n, "task": "tasks.add", f"x-note-{n}": f"v{n}", "eta": None}
+        envelope = Envelope(b"{}", headers, {}, "application/json", "utf-8")
+        props = outgoing_properties(envelope)
+        if n % 250 == 0:
+            assert _decode_headers(props.marshal()[2:], props) == headers  # after the property flags
+        else:
+            props.marshal()
+    assert len(_amqp_wire._NAMES) <= _amqp_wire._NAMES_KEPT
+    assert "task" in _amqp_wire._NAMES
+
+
 def _decode_headers(raw: bytes, props: object) -> dict[str, object]:
     # Skip content_type and content_encoding (short strings), then read the table with py-amqp.
     offset = 0
