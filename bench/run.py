@@ -1,6 +1,6 @@
 """Benchmark celeriac against Celery 5 on Redis, and against the broker floor and other task queues.
 
-    python -m bench [--scenarios throughput,latency,peers,io,cpu,memory,floor,profile,cli] [--tasks N]
+    python -m bench [--scenarios throughput,latency,delay,peers,io,cpu,memory,floor,profile,cli] [--tasks N]
                     [--roundtrips M] [--concurrency C] [--systems celeriac,celery]
                     [--pools prefork,threads,solo,asyncio] [--brokers redis,amqp,sqlite] [--repeat R]
                     [--io-tasks N] [--io-sleep-ms MS] [--io-concurrency 10,100] [--cpu-tasks N] [--cpu-ms MS]
@@ -27,7 +27,21 @@ from types import FrameType
 
 import redis
 
-from bench import cli_start, core, cpu, floor, io_bound, machine, memory, peers, profile, report, scenarios, targets
+from bench import (
+    cli_start,
+    core,
+    cpu,
+    delay,
+    floor,
+    io_bound,
+    machine,
+    memory,
+    peers,
+    profile,
+    report,
+    scenarios,
+    targets,
+)
 from bench.brokers import make as make_broker
 from bench.harness import clean_environ, clients, flush, progress
 from bench.procs import WorkerError
@@ -67,6 +81,8 @@ def run_scenarios(settings: Settings, workdir: Path) -> tuple[list[report.Figure
             sections.append(floor.run(settings))
         if settings.wants("throughput") or settings.wants("latency"):
             runs = core.run_all(settings, loaded, workdir)
+        if settings.wants("delay"):
+            sections.append(delay.run(settings, loaded))
         if settings.wants("peers"):
             sections.append(peers.run(settings, workdir, report.medians(runs)))
         if settings.wants("io"):

@@ -74,6 +74,17 @@ def _latency(summary: Sequence[Figures], broker: str, title: str) -> list[Check]
     return out
 
 
+def _delay_alone(data: Mapping[str, dict[str, Any]], broker: str, title: str) -> list[Check]:
+    """The client's ``delay()`` rate with no worker running (the delay section), where it was measured."""
+    rows = {f["system"]: f for f in data.get("delay", {}).get("summary", []) if f["broker"] == broker}
+    ours, theirs = rows.get("celeriac"), rows.get("celery")
+    if ours is None or theirs is None:
+        return []
+    value = ours["rate"] / theirs["rate"]
+    figure = f"client alone: celeriac {ours['rate']:,.0f}/s vs Celery {theirs['rate']:,.0f}/s"
+    return [Check(f"delay() rate >= 3x Celery's, no worker running ({title})", figure, value, value >= 3.0)]
+
+
 def checks(summary: Sequence[Figures], data: Mapping[str, dict[str, Any]]) -> list[Check]:
     out = [
         _rate_vs(summary, lambda f: f.e2e_rate, 5.0, "end-to-end >= 5x Celery's best pool (Redis)", "end-to-end"),
@@ -101,7 +112,12 @@ def checks(summary: Sequence[Figures], data: Mapping[str, dict[str, Any]]) -> li
         out.append(
             Check("no RSS growth over many tasks", figure, worst["growth_mib"], worst["growth_mib"] <= RSS_NOISE_MIB)
         )
-    out.append(_rate_vs(summary, lambda f: f.enqueue_rate, 3.0, "delay() rate >= 3x Celery's (Redis)", "enqueue"))
+    out.append(
+        _rate_vs(
+            summary, lambda f: f.enqueue_rate, 3.0, "delay() rate >= 3x Celery's, worker draining (Redis)", "enqueue"
+        )
+    )
+    out.extend(_delay_alone(data, "redis", "Redis"))
     # The same targets on the other brokers, where this run measured them.
     if best(summary, "celeriac", lambda f: f.e2e_rate, broker="amqp"):
         out.append(
@@ -121,11 +137,12 @@ def checks(summary: Sequence[Figures], data: Mapping[str, dict[str, Any]]) -> li
                 summary,
                 lambda f: f.enqueue_rate,
                 3.0,
-                "delay() rate >= 3x Celery's (RabbitMQ)",
+                "delay() rate >= 3x Celery's, worker draining (RabbitMQ)",
                 "enqueue",
                 broker="amqp",
             )  # fmt: skip
         )
+    out.extend(_delay_alone(data, "amqp", "RabbitMQ"))
     out.extend(_latency(summary, "sqlite", "SQLite"))
     cli = data.get("cli", {})
     if "celeriac" in cli:

@@ -47,13 +47,27 @@ def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
 def test_bench_runs_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = run_bench(
-        *["--scenarios", "throughput,latency", "--brokers", "redis", "--pools", "solo"],
+        *["--scenarios", "throughput,latency,delay", "--brokers", "redis", "--pools", "solo"],
         *["--tasks", "50", "--roundtrips", "20", "--json", str(out)],
     )
     assert "Throughput" in proc.stdout and "Round-trip latency" in proc.stdout
+    assert "delay() on its own" in proc.stdout
 
     data = json.loads(out.read_text())
-    assert {"command", "date", "machine", "settings", "runs", "summary", "best_celery", "targets"} <= data.keys()
+    assert {
+        "command",
+        "date",
+        "machine",
+        "settings",
+        "runs",
+        "summary",
+        "best_celery",
+        "targets",
+        "delay",
+    } <= data.keys()
+    (alone,) = data["delay"]["summary"]  # celeriac alone: the queue held every message of each round
+    assert (alone["system"], alone["broker"], alone["tasks"]) == ("celeriac", "redis", 50) and alone["rate"] > 0
+    assert data["delay"]["ratios"] == {}
     assert data["settings"]["tasks"] == 50 and data["settings"]["roundtrips"] == 20
     assert data["machine"]["celeriac"] and data["machine"]["redis_server"]
     assert len(data["runs"]) == 1 and len(data["summary"]) == 1
