@@ -85,13 +85,11 @@ class ListWaiter:
         selector = self._start(keys)
         deadline = time.monotonic() + timeout
         while True:
-            now = time.monotonic()
-            self._check_stalled(now)
-            remaining = deadline - now
-            if remaining <= 0:
-                return False
+            # Replies first, stalls after: a peek sent by an earlier call may have been answered
+            # long ago, its reply waiting on the socket for this call to read it.
+            remaining = deadline - time.monotonic()
             seen = False
-            for selector_key, _ in selector.select(min(remaining, self.socket_timeout)):
+            for selector_key, _ in selector.select(max(0.0, min(remaining, self.socket_timeout))):
                 key = selector_key.data
                 peek = self._peeks[key]
                 reply = peek.conn.read_response()
@@ -104,6 +102,10 @@ class ListWaiter:
                 # The next waits are sent by the next call, after a claim found the lists empty:
                 # sent now, they would only report the items about to be claimed.
                 return True
+            now = time.monotonic()
+            self._check_stalled(now)
+            if now >= deadline:
+                return False
 
     def _start(self, keys: Sequence[str]) -> selectors.BaseSelector:
         """A wait outstanding on each of ``keys`` (and on no other list)."""
