@@ -23,6 +23,7 @@ GATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gate")
 
 @app.task
 def double(i):
+    open(GATE + "-started-%d" % i, "w").close()  # for a test that must act while it runs
     while not os.path.exists(GATE):
         time.sleep(0.02)
     return i * 2
@@ -171,6 +172,10 @@ def test_warm_shutdown_returns_unstarted_messages(project: Project) -> None:
     results = [double.delay(i) for i in range(4)]
     worker = project.worker("tasks", "-P", "threads", "-c", "1", "--prefetch-multiplier", "4")
     worker.wait_for("received", count=4)
+    deadline = time.monotonic() + 30
+    while not (project.path / "gate-started-0").exists():  # the one slot has started the first task
+        assert time.monotonic() < deadline, worker.output
+        time.sleep(0.02)
     worker.signal(15)  # SIGTERM: warm shutdown waits for the running task
     worker.wait_for("Warm shutdown")
     worker.wait_for("Returned 3 unstarted messages")
