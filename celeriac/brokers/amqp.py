@@ -1159,11 +1159,15 @@ class AMQPBroker(Broker):
                 continue
             done: asyncio.Future[None] = channel.create_future()
             frames = [Basic.Ack(delivery_tag=message.delivery_tag or 0) for message in batch]
-            channel.write_queue.put_nowait(
-                ChannelFrame.marshall(channel_number=channel.number, frames=frames, drain_future=done)
-            )
+            payload = ChannelFrame.marshall(channel_number=channel.number, frames=frames, drain_future=done)
             self._ack_writes.add(done)
             done.add_done_callback(self._ack_writes.discard)
+            try:
+                channel.write_queue.put_nowait(payload)
+            except asyncio.QueueFull:
+                # The channel's write queue is full (a burst of publishes on it): these acks wait
+                # for room in a task rather than being lost, and close() waits for that task.
+                self._in_background(channel.write_queue.put(payload), self._deferred_acks)
 
     def _start_deferred_ack(self, message: DeliveredMessage, pending: list[tuple[AMQPBroker, int]]) -> None:
         self._in_background(self._ack_when_confirmed(message, pending), self._deferred_acks)

@@ -192,6 +192,34 @@ def fill_and_take(broker: AMQPBroker, count: int) -> list[Any]:
     return got
 
 
+def test_acks_wait_for_room_when_the_write_queue_is_full(amqp_url: str, vhost: str) -> None:
+    """A full write queue (a burst of publishes on the connection) when acks are handed over: they
+    wait for room and still reach RabbitMQ, rather than being dropped with an error in the IO loop."""
+    import asyncio
+
+    broker = AMQPBroker(amqp_url, {"connect_timeout": 5})
+    got = fill_and_take(broker, 50)
+    queue = broker._held[got[0].tag].channel.write_queue
+    real = queue.put_nowait
+    refused: list[object] = []
+
+    def full_once(item: object) -> None:
+        if not refused:
+            refused.append(item)
+            raise asyncio.QueueFull
+        real(item)
+
+    queue.put_nowait = full_once  # type: ignore[method-assign]
+    try:
+        for delivery in got:
+            broker.ack(delivery)
+        broker.close()
+    finally:
+        queue.put_nowait = real  # type: ignore[method-assign]
+    assert refused  # the acks did find the queue full
+    assert queue_counts(vhost)["q"] == (0, 0)
+
+
 def test_acks_handed_to_the_io_loop_all_reach_rabbitmq_before_close(amqp_url: str, vhost: str) -> None:
     """ack() returns before its frame is written; close() still sends every ack handed over before it,
     so a worker that stops right after its last tasks gets none of them delivered again."""
