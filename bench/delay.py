@@ -150,7 +150,10 @@ def run(settings: Settings, loaded: Loaded) -> Section:
     titles = {"redis": "Redis", "amqp": "RabbitMQ"}
     rows = []
     for f in figures:
-        shown = times(by_broker.get(f.broker)) if f.system == "celeriac" else "1.00x"
+        if f.broker not in by_broker:  # Celery did not run on this broker
+            shown = "n/a"
+        else:
+            shown = "1.00x" if f.system == BASELINE else times(by_broker[f.broker])
         rows.append(
             [
                 f.system,
@@ -158,7 +161,7 @@ def run(settings: Settings, loaded: Loaded) -> Section:
                 rate(f.rate),
                 ", ".join(f"{r:,.0f}" for r in f.rounds),
                 f"{f.cpu_us:.0f}",
-                shown if BASELINE in {g.system for g in figures if g.broker == f.broker} else "n/a",
+                shown,
             ]
         )
     headers = ["system", "broker", "delay() (calls/s)", "per round", "client CPU per call (µs)", "vs Celery"]
