@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import signal
 import sys
@@ -37,6 +38,7 @@ from bench import (
     machine,
     memory,
     peers,
+    plots,
     profile,
     report,
     scenarios,
@@ -98,6 +100,20 @@ def run_scenarios(settings: Settings, workdir: Path) -> tuple[list[report.Figure
     return runs, sections
 
 
+def missing_tools(settings: Settings) -> list[str]:
+    """The optional tools a report of these scenarios would need and this interpreter lacks.
+
+    A run without them still works (their sections say what was left out), but a report regenerated
+    that way would lose its plots or profiles after the whole run: better to say so before it starts."""
+    missing = [] if plots.available() else ["matplotlib (the plots)"]
+    if settings.wants("profile") and "celeriac" in settings.systems:
+        if profile.py_spy() is None:
+            missing.append("py-spy (the worker profiles)")
+        if importlib.util.find_spec("pyinstrument") is None:
+            missing.append("pyinstrument (the client profile)")
+    return missing
+
+
 def write_outputs(
     args: argparse.Namespace, meta: dict[str, object], runs: list[report.Figures], sections: list[Section]
 ) -> None:
@@ -107,15 +123,22 @@ def write_outputs(
         args.json.write_text(json.dumps(report.to_json(meta, runs, summary, sections), indent=2) + "\n")
         progress(f"wrote {args.json}")
     if args.markdown:
-        plots = report.draw_all(summary, sections, args.markdown.parent / "img")
-        args.markdown.write_text(report.render_markdown(meta, summary, plots, args.markdown, sections))
-        progress(f"wrote {args.markdown}" + (f" and {len(plots)} plots" if plots else ""))
+        drawn = report.draw_all(summary, sections, args.markdown.parent / "img")
+        args.markdown.write_text(report.render_markdown(meta, summary, drawn, args.markdown, sections))
+        progress(f"wrote {args.markdown}" + (f" and {len(drawn)} plots" if drawn else ""))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     settings = from_args(args)
+    missing = missing_tools(settings) if args.markdown else []
+    if missing:
+        progress(
+            f"not run: the report would lack what needs {', '.join(missing)}; install them "
+            "(pip install -e '.[bench]') or leave those scenarios out (--scenarios)"
+        )
+        return 2
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # stop the worker on SIGTERM too
     clean_environ()
     try:
