@@ -362,7 +362,8 @@ cores are shared by the worker, the client and the broker, so the figures are no
 about the client side as about the worker. Ratios compare with Celery's best pool on the same broker
 for each figure (memory: with Celery's same pool, and with Celery prefork). This whole page is written
 by one command; the `bench` extra brings matplotlib for the plots, gevent for Celery's gevent pool, and
-py-spy and pyinstrument for the profiles (each is optional: what is missing is skipped and said so):
+py-spy and pyinstrument for the profiles (a run without one skips what needs it and says so, but a run
+that writes this page refuses to start without them, rather than write a page with holes):
 
 ```bash
 .venv/bin/pip install -e '.[dev,bench]'
