@@ -104,8 +104,11 @@ def missing_tools(settings: Settings) -> list[str]:
     """The optional tools a report of these scenarios would need and this interpreter lacks.
 
     A run without them still works (their sections say what was left out), but a report regenerated
-    that way would lose its plots or profiles after the whole run: better to say so before it starts."""
+    that way would lose its plots or profiles, or compare with a Celery short of its best pool, after
+    the whole run: better to say so before it starts."""
     missing = [] if plots.available() else ["matplotlib (the plots)"]
+    if settings.wants("io") and "celery" in settings.systems and importlib.util.find_spec("gevent") is None:
+        missing.append("gevent (Celery's -P gevent, its best io-bound pool)")
     if settings.wants("profile") and "celeriac" in settings.systems:
         if profile.py_spy() is None:
             missing.append("py-spy (the worker profiles)")

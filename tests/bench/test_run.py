@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,16 @@ def test_profile_tools_are_not_asked_for_when_profile_is_left_out(monkeypatch: p
     settings = run.from_args(run.parse_args(["--scenarios", "throughput,cli"]))
     assert all("py-spy" not in tool for tool in run.missing_tools(settings))
     assert any("py-spy" in tool for tool in run.missing_tools(run.from_args(run.parse_args([]))))
+
+
+def test_io_without_gevent_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Celery's best io-bound pool: without it the io section would compare with a weaker Celery.
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gevent" else real(name, *a))
+    monkeypatch.setattr(run, "run_scenarios", refuse_if_run)
+    assert run.main(["--scenarios", "io", "--markdown", str(tmp_path / "b.md")]) == 2
+    assert "gevent" in capsys.readouterr().err
+    celeriac_alone = run.from_args(run.parse_args(["--scenarios", "io", "--systems", "celeriac"]))
+    assert not any("gevent" in tool for tool in run.missing_tools(celeriac_alone))
