@@ -69,13 +69,18 @@ class IoFigures:
         return self.concurrency / self.sleep_seconds
 
 
+def gevent_available() -> bool:
+    """Celery's gevent pool needs gevent importable by this interpreter (the workers run on it)."""
+    return importlib.util.find_spec("gevent") is not None
+
+
 def available_targets(settings: Settings) -> tuple[list[Target], list[str]]:
     """The targets of the selected systems that can run here, and a note for each one that cannot."""
     chosen, notes = [], []
     for target in TARGETS:
         if target.system not in settings.systems:
             continue
-        if target.pool == "gevent" and importlib.util.find_spec("gevent") is None:
+        if target.pool == "gevent" and not gevent_available():
             notes.append("Celery -P gevent was not run: gevent is not installed (pip install gevent).")
             continue
         chosen.append(target)

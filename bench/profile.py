@@ -94,6 +94,10 @@ def summarize(name: str, collapsed: str) -> Profile:
     )
 
 
+def pyinstrument_available() -> bool:
+    return importlib.util.find_spec("pyinstrument") is not None
+
+
 def py_spy() -> str | None:
     found = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     return found if Path(found).exists() else None
@@ -186,7 +190,7 @@ def run(settings: Settings, loaded: Loaded, workdir: Path) -> Section:
         for pool in ("solo", "prefork"):
             progress(f"profile: py-spy on celeriac -P {pool}")
             profiles.append(retrying("the profile", profile_worker, settings, client, pool, workdir, tool))
-    if importlib.util.find_spec("pyinstrument") is None:
+    if not pyinstrument_available():
         notes.append("pyinstrument is not installed: no client profile (pip install pyinstrument).")
     else:
         for broker in ("redis", "amqp"):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import signal
 import sys
@@ -107,12 +106,12 @@ def missing_tools(settings: Settings) -> list[str]:
     that way would lose its plots or profiles, or compare with a Celery short of its best pool, after
     the whole run: better to say so before it starts."""
     missing = [] if plots.available() else ["matplotlib (the plots)"]
-    if settings.wants("io") and "celery" in settings.systems and importlib.util.find_spec("gevent") is None:
+    if settings.wants("io") and "celery" in settings.systems and not io_bound.gevent_available():
         missing.append("gevent (Celery's -P gevent, its best io-bound pool)")
     if settings.wants("profile") and "celeriac" in settings.systems:
         if profile.py_spy() is None:
             missing.append("py-spy (the worker profiles)")
-        if importlib.util.find_spec("pyinstrument") is None:
+        if not profile.pyinstrument_available():
             missing.append("pyinstrument (the client profile)")
     return missing
 
