@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -195,8 +196,6 @@ def fill_and_take(broker: AMQPBroker, count: int) -> list[Any]:
 def test_acks_wait_for_room_when_the_write_queue_is_full(amqp_url: str, vhost: str) -> None:
     """A full write queue (a burst of publishes on the connection) when acks are handed over: they
     wait for room and still reach RabbitMQ, rather than being dropped with an error in the IO loop."""
-    import asyncio
-
     broker = AMQPBroker(amqp_url, {"connect_timeout": 5})
     got = fill_and_take(broker, 50)
     queue = broker._held[got[0].tag].channel.write_queue
