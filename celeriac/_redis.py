@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 import redis.exceptions
+import redis.utils
 
 from . import _process
 from .exceptions import ImproperlyConfigured, OperationalError
@@ -56,6 +57,10 @@ _SSL_REQS = {
 }
 
 ASYNC_POOL_SIZE = 10  # connections per event loop for awaiting results
+
+_hiredis_pack: Any = None
+if redis.utils.HIREDIS_AVAILABLE:  # redis-py packs with hiredis then, one Python call per command around it
+    from hiredis import pack_command as _hiredis_pack
 
 _clients: dict[tuple[int, str, str], redis.Redis] = {}
 _lock = threading.Lock()
@@ -258,7 +263,25 @@ def _round_trip(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
 
 
 def pack_commands(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> list[bytes]:
-    """The RESP encoding of ``commands``, by redis-py's own packer (never by hand)."""
+    """The RESP encoding of ``commands``, never by hand.
+
+    Where redis-py packs with hiredis, hiredis is called here directly: the same bytes, without
+    the Python redis-py runs around it for each command (7% of a Redis worker's samples in a profile).
+    What it would treat otherwise (a command name of two words, which it splits; a value hiredis
+    refuses, for which it raises its own error) goes to redis-py's packer.
+    """
+    if _hiredis_pack is not None:
+        try:
+            parts = []
+            for command in commands:
+                name = command[0]
+                if type(name) is not str or " " in name:
+                    break
+                parts.append(_hiredis_pack(command))
+            else:
+                return [b"".join(parts)]
+        except (TypeError, ValueError):  # ValueError: a str hiredis can't encode (UnicodeEncodeError)
+            pass
     packed: list[bytes] = conn.pack_commands(commands)
     return packed
 

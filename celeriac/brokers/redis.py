@@ -67,6 +67,7 @@ import redis.exceptions
 from .._process import new_id
 from .._redis import client_from_url, connection_errors, execute_raw, redis_error
 from ..exceptions import BrokerUnavailable, ImproperlyConfigured, OperationalError
+from ..serialization import json_loads_plain
 from ._redis_peek import ListWaiter
 from .base import Broker, Delivery, Envelope, QueueSpec, Subscription
 
@@ -412,7 +413,7 @@ class RedisBroker(Broker):
             return Delivery(Envelope(raw, {}, {}, MALFORMED, "binary"), queue, tag, False, "", queue, raw=raw)
 
     def _parse(self, queue: str, tag: str, raw: bytes) -> Delivery:
-        payload = json.loads(raw)
+        payload = json_loads_plain(raw)
         props = dict(payload.get("properties") or {})
         delivery_info = dict(props.get("delivery_info") or {})
         encoding = props.get("body_encoding")

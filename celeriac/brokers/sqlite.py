@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 from .._sqlite import SQLiteDatabase, path_from_url
 from ..exceptions import ImproperlyConfigured
-from ..serialization import json_dumps
+from ..serialization import json_dumps, json_loads_plain
 from .base import Broker, Delivery, Envelope, QueueSpec, Subscription
 
 __all__ = ["SQLiteBroker"]
@@ -236,8 +236,8 @@ class SQLiteBroker(Broker):
     def _delivery(self, row: Sequence[Any]) -> Delivery:
         msg_id, queue, deliveries, exchange, routing_key, headers, properties, ctype, cenc, body = row[:10]
         redelivered = deliveries > 1
-        headers = json.loads(headers)
-        properties = json.loads(properties)
+        headers = json_loads_plain(headers)
+        properties = json_loads_plain(properties)
         if redelivered:
             headers["redelivered"] = True
         properties["delivery_info"] = {"exchange": exchange, "routing_key": routing_key, "redelivered": redelivered}

@@ -89,6 +89,7 @@ import botocore.config  # type: ignore[import-untyped]
 import botocore.exceptions  # type: ignore[import-untyped]
 
 from ..exceptions import BrokerUnavailable, EncodeError, ImproperlyConfigured, OperationalError, QueueNotFound
+from ..serialization import json_loads_plain
 from .base import Broker, Delivery, Envelope, QueueSpec, Subscription
 
 __all__ = ["MessageTooLarge", "SQSBroker", "sqs_queue_name"]
@@ -701,7 +702,7 @@ def _parse_body(text: str) -> dict[str, Any] | None:
         except (binascii.Error, ValueError):
             return None
     try:
-        payload = json.loads(candidate)
+        payload = json_loads_plain(candidate)
     except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python's parser goes
         return None
     return payload if isinstance(payload, dict) and isinstance(payload.get("properties", {}), dict) else None

@@ -297,3 +297,39 @@ def json_stdlib_loads(data: bytes) -> Any:
     import json
 
     return json.loads(data, object_hook=serialization._json_object_hook)
+
+
+# -- a broker's envelope: json.loads with no object hook, through orjson where it gives the same ----------
+_ENVELOPE = (
+    b'{"body": "W1s0LCA0XSwge30sIHt9XQ==", "content-encoding": "utf-8", "content-type": "application/json", '
+    b'"headers": {"task": "tasks.add", "eta": {"__type__": "datetime", "__value__": "2026-01-01T00:00:00"}}, '
+    b'"properties": {"delivery_info": {"exchange": "", "routing_key": "celery"}, "priority": 0}}'
+)
+
+
+@pytest.mark.parametrize("data", [*_EDGES, _ENVELOPE, _ENVELOPE.decode(), '["\ud800", "\\ud800"]'])
+def test_reading_an_envelope_gives_what_json_loads_gives(data: str | bytes) -> None:
+    import json
+
+    assert repr(serialization.json_loads_plain(data)) == repr(json.loads(data))  # tags stay dicts
+
+
+def test_an_envelope_is_read_by_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoJson:
+        def loads(self, data: Any) -> Any:
+            raise AssertionError("read by json, not orjson")
+
+    monkeypatch.setattr(serialization, "json", NoJson())
+    assert serialization.json_loads_plain(_ENVELOPE)["headers"]["task"] == "tasks.add"
+    assert serialization.json_loads_plain(_ENVELOPE.decode())["properties"]["priority"] == 0
+
+
+@pytest.mark.parametrize("data", [b"[" * 5000 + b"]" * 5000, b"[1, 2", b"", "[1] x"])
+def test_a_malformed_or_too_deep_envelope_raises_what_json_loads_raises(data: str | bytes) -> None:
+    import json
+
+    with pytest.raises((ValueError, RecursionError)) as fast:
+        serialization.json_loads_plain(data)
+    with pytest.raises((ValueError, RecursionError)) as slow:
+        json.loads(data)
+    assert type(fast.value) is type(slow.value) and str(fast.value) == str(slow.value)

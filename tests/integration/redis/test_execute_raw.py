@@ -7,7 +7,7 @@ import threading
 import pytest
 import redis
 
-from celeriac._redis import _slots, client_from_url, close_dedicated, execute_raw
+from celeriac._redis import _slots, client_from_url, close_dedicated, execute_raw, pack_commands
 
 
 def test_replies_errors_and_argument_types(redis_url: str) -> None:
@@ -55,3 +55,29 @@ def test_threads_at_once_share_the_dedicated_connection_and_the_pool(redis_url: 
         thread.join(30)
     assert errors == []
     close_dedicated(client)
+
+
+def test_commands_are_packed_by_hiredis_as_redis_py_packs_them(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = client_from_url(redis_url).connection_pool.make_connection()
+    usual = (
+        ("LPUSH", "q", b"x" * 10_000),
+        ("SET", "k", 1, "EX", 2.5),
+        ("GET", memoryview(b"k")),
+        ("SET", "k", "\u00e9"),
+    )
+    two_words = (("GET", "k"), ("CONFIG GET", "maxmemory"))
+    expected = {cmds: b"".join(conn.pack_commands(cmds)) for cmds in (usual, two_words)}
+    packed_by_redis_py: list[tuple[object, ...]] = []
+    pack = conn._command_packer.pack
+
+    def counting(*args: object) -> list[bytes]:
+        packed_by_redis_py.append(args)
+        return pack(*args)
+
+    monkeypatch.setattr(conn._command_packer, "pack", counting)
+    assert b"".join(pack_commands(conn, usual)) == expected[usual]
+    assert packed_by_redis_py == []  # hiredis alone, no Python of redis-py's per command
+    assert b"".join(pack_commands(conn, two_words)) == expected[two_words]  # split in two, as redis-py does
+    assert packed_by_redis_py == list(two_words)
+    with pytest.raises(redis.exceptions.DataError):
+        pack_commands(conn, (("SET", "k", None),))  # redis-py's own error for what hiredis refuses
