@@ -130,7 +130,7 @@ def origin() -> str:
 _origin_pid = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per task, and a frozen field costs a call to set
 class TaskMessage:
     """A task call as it travels: what the client sends and the worker executes."""
 

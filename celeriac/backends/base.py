@@ -52,7 +52,7 @@ POLL_START = 0.005  # seconds before the second look at a polled store
 _EXTENDED_FIELDS = ("name", "args", "kwargs", "worker", "retries", "queue")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per task, and a frozen field costs a call to set
 class ResultMeta:
     """What the result store knows of one task."""
 

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 __all__ = ["Broker", "Delivery", "Envelope", "QueueSpec", "Subscription"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per task, and a frozen field costs a call to set
 class Envelope:
     """A message as every broker moves it."""
 
@@ -45,7 +45,7 @@ class Envelope:
         return value if isinstance(value, int) else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per task, and a frozen field costs a call to set
 class Delivery:
     """An envelope handed to a consumer, with what's needed to ack or reject it."""
 
