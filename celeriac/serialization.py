@@ -162,6 +162,26 @@ def json_loads(data: str | bytes) -> Any:
 _json_decoder = json.JSONDecoder(object_hook=_json_object_hook)
 
 
+def json_dumps_plain(obj: Any) -> str | bytes:
+    """``json.dumps(obj)`` for a broker's envelope, written for every message sent.
+
+    By orjson where what it writes reads back as ``obj`` (compact UTF-8 instead of json's spaced
+    ASCII, which every JSON reader, kombu's included, reads the same); else by json. The check
+    (orjson reading it back, a comparison) costs half of what json's encoder does, and sends to json
+    whatever orjson would write differently or json refuses: NaN (null in orjson), a datetime, a
+    UUID or an Enum (which orjson writes and json refuses), a tuple, an int past 64 bits.
+    """
+    if _orjson is not None:
+        try:
+            written: bytes = _orjson.dumps(obj)
+        except _orjson.JSONEncodeError:
+            pass
+        else:
+            if _orjson.loads(written) == obj:
+                return written
+    return json.dumps(obj)
+
+
 def json_loads_plain(data: str | bytes) -> Any:
     """``json.loads(data)``, kombu's type tags left as they are: a broker's envelope, read for every
     message a worker takes, by orjson where it gives the same."""

@@ -12,7 +12,8 @@ Wire layout (kombu's):
   extra lists ``<queue>\\x06\\x16<step>`` (steps 0, 3, 6, 9), read in that order;
 * each item is JSON ``{body (base64), content-encoding, content-type, headers,
   properties: {correlation_id, reply_to, delivery_mode, delivery_info, priority,
-  body_encoding, delivery_tag}}``;
+  body_encoding, delivery_tag}}`` (written by orjson, compactly, when it is installed: kombu
+  reads either);
 * a message being processed is in the ``unacked`` hash (``[payload, exchange, routing_key]``)
   and the ``unacked_index`` sorted set (scored by time); bindings are ``_kombu.binding.<exchange>``.
 
@@ -67,7 +68,7 @@ import redis.exceptions
 from .._process import new_id
 from .._redis import client_from_url, connection_errors, execute_raw, redis_error
 from ..exceptions import BrokerUnavailable, ImproperlyConfigured, OperationalError
-from ..serialization import json_loads_plain
+from ..serialization import json_dumps_plain, json_loads_plain
 from ._redis_peek import ListWaiter
 from .base import Broker, Delivery, Envelope, QueueSpec, Subscription
 
@@ -270,7 +271,7 @@ class RedisBroker(Broker):
         self, envelope: Envelope, *, exchange: str, routing_key: str, not_before: datetime | None = None
     ) -> None:
         priority = self.kombu_priority(envelope.priority)
-        data = json.dumps(self._payload(envelope, exchange, routing_key, priority))
+        data = json_dumps_plain(self._payload(envelope, exchange, routing_key, priority))
         if not exchange:
             self._call("publishing", execute_raw, self.client, ("LPUSH", self.queue_key(routing_key, priority), data))
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import pickle
 import uuid
 from datetime import date, datetime, time, timedelta, timezone
@@ -333,3 +334,48 @@ def test_a_malformed_or_too_deep_envelope_raises_what_json_loads_raises(data: st
     with pytest.raises((ValueError, RecursionError)) as slow:
         json.loads(data)
     assert type(fast.value) is type(slow.value) and str(fast.value) == str(slow.value)
+
+
+# -- writing a broker's envelope: orjson where it reads back the same, else json ----------------------------
+def test_an_envelope_is_written_by_orjson_and_reads_as_json_would_write_it() -> None:
+    import json
+
+    envelope = json.loads(_ENVELOPE)
+    envelope["headers"].update({"argsrepr": "('\u00e9t\u00e9',)", "timelimit": [None, 2.5], "retries": 2**63 - 1})
+    written = serialization.json_dumps_plain(envelope)
+    assert isinstance(written, bytes) and b'","' in written  # orjson's compact UTF-8, not json's ", "
+    assert json.loads(written) == json.loads(json.dumps(envelope)) == envelope
+
+
+class _Color(enum.Enum):
+    RED = "red"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        float("nan"),  # orjson writes null
+        float("inf"),
+        (1, 2),  # a list once read back
+        2**64,  # past orjson's 64 bits
+        "\ud800",  # not UTF-8
+        {1: "a"},  # a key json turns into "1"
+    ],
+)
+def test_what_orjson_would_write_otherwise_is_written_by_json(value: Any) -> None:
+    import json
+
+    obj = {"headers": {"x": value}}
+    assert serialization.json_dumps_plain(obj) == json.dumps(obj)
+
+
+@pytest.mark.parametrize("value", [uuid.UUID(int=1), datetime(2026, 1, 1), _Color.RED, b"bytes"])
+def test_what_json_refuses_is_refused_as_json_refuses_it(value: Any) -> None:
+    import json
+
+    obj = {"headers": {"x": value}}  # orjson would write the first three
+    with pytest.raises(TypeError) as fast:
+        serialization.json_dumps_plain(obj)
+    with pytest.raises(TypeError) as slow:
+        json.dumps(obj)
+    assert str(fast.value) == str(slow.value)
