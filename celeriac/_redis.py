@@ -23,7 +23,6 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 import redis.exceptions
-import redis.utils
 
 from . import _process
 from .exceptions import ImproperlyConfigured, OperationalError
@@ -59,8 +58,12 @@ _SSL_REQS = {
 ASYNC_POOL_SIZE = 10  # connections per event loop for awaiting results
 
 _hiredis_pack: Any = None
-if redis.utils.HIREDIS_AVAILABLE:  # redis-py packs with hiredis then, one Python call per command around it
+_HiredisPacker: Any = None
+try:  # the packer redis-py uses where hiredis (2.2.1 or later) is installed, with Python around each command
     from hiredis import pack_command as _hiredis_pack
+    from redis.connection import HiredisRespSerializer as _HiredisPacker
+except ImportError:  # no hiredis, or one without pack_command: redis-py packs in Python, and so does this
+    _hiredis_pack = _HiredisPacker = None
 
 _clients: dict[tuple[int, str, str], redis.Redis] = {}
 _lock = threading.Lock()
@@ -268,9 +271,11 @@ def pack_commands(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> list[byte
     Where redis-py packs with hiredis, hiredis is called here directly: the same bytes, without
     the Python redis-py runs around it for each command (7% of a Redis worker's samples in a profile).
     What it would treat otherwise (a command name of two words, which it splits; a value hiredis
-    refuses, for which it raises its own error) goes to redis-py's packer.
+    refuses, for which it raises its own error) goes to redis-py's packer. Arguments are str, bytes,
+    int or float, as celeriac passes them (redis-py copies a memoryview to bytes first; hiredis would
+    not).
     """
-    if _hiredis_pack is not None:
+    if _hiredis_pack is not None and type(getattr(conn, "_command_packer", None)) is _HiredisPacker:
         try:
             parts = []
             for command in commands:

@@ -106,8 +106,9 @@ def _json_object_hook(obj: dict[str, Any]) -> Any:
 
 
 # One encoder for every call: json.dumps(obj, default=...) would build a new one each time.
-# Encoding stays with json even when orjson is installed: a message celeriac sends is the one
-# kombu would send, byte for byte (json's separators, ASCII only), which orjson can't write.
+# Task bodies and results are written by json even when orjson is installed: byte for byte what
+# kombu writes (json's separators, ASCII only), which orjson can't write. (A broker's envelope,
+# which only has to read back the same, may be written by orjson: json_dumps_plain.)
 _json_encoder = json.JSONEncoder(default=_json_default)
 
 

@@ -62,7 +62,7 @@ def test_commands_are_packed_by_hiredis_as_redis_py_packs_them(redis_url: str, m
     usual = (
         ("LPUSH", "q", b"x" * 10_000),
         ("SET", "k", 1, "EX", 2.5),
-        ("GET", memoryview(b"k")),
+        ("GET", b"k"),
         ("SET", "k", "\u00e9"),
     )
     two_words = (("GET", "k"), ("CONFIG GET", "maxmemory"))
@@ -81,3 +81,5 @@ def test_commands_are_packed_by_hiredis_as_redis_py_packs_them(redis_url: str, m
     assert packed_by_redis_py == list(two_words)
     with pytest.raises(redis.exceptions.DataError):
         pack_commands(conn, (("SET", "k", None),))  # redis-py's own error for what hiredis refuses
+    with pytest.raises(UnicodeEncodeError):
+        pack_commands(conn, (("SET", "k", "\ud800"),))  # as redis-py's packer raises it
