@@ -55,6 +55,11 @@ def test_celeriac_client_to_celery_worker(mixed: Project) -> None:
     import tasks  # type: ignore[import-not-found]
 
     assert tasks.add.delay(2, 3).get(timeout=30) == 5
+    # Text beyond ASCII in the headers (argsrepr) and a header of the caller's: the envelope
+    # celeriac writes is UTF-8 JSON where kombu's is \u-escaped ASCII; kombu reads both.
+    assert tasks.add.apply_async(("\u00e9t", "\u00e9 \u2713"), headers={"note": "na\u00efve"}).get(timeout=30) == (
+        "\u00e9t\u00e9 \u2713"
+    )
     sent = time.time()
     assert tasks.add.apply_async((1, 1), countdown=2).get(timeout=30) == 2
     assert time.time() - sent >= 2
