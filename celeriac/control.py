@@ -35,7 +35,6 @@ class Control:
         self.clock = _pidbox.LamportClock()
         self._broker: Broker | None = None
         self._broker_pid = 0
-        self._reply_declared: str | None = None
 
     # -- plumbing -------------------------------------------------------------------
     @property
@@ -51,7 +50,7 @@ class Control:
                     f"{type(broker).__name__} has none, so workers can't be reached by broadcast"
                 )
             broker.open()
-            self._broker, self._broker_pid, self._reply_declared = broker, os.getpid(), None
+            self._broker, self._broker_pid = broker, os.getpid()
         return self._broker
 
     def broadcast(
@@ -90,10 +89,10 @@ class Control:
         ticket = None
         if reply:
             ticket = str(uuid.uuid4())
-            reply_spec = _pidbox.reply_queue_spec(self.app, self.oid)
-            if self._reply_declared != reply_spec.name:
-                broker.declare_queue(reply_spec)
-                self._reply_declared = reply_spec.name
+            # Declared for every request, as kombu's Mailbox does: a broker restarted since the last
+            # one (Redis without persistence, a RabbitMQ auto-delete queue) has forgotten the reply
+            # queue's binding, and the workers' replies would go nowhere.
+            broker.declare_queue(_pidbox.reply_queue_spec(self.app, self.oid))
             body["ticket"] = ticket
             body["reply_to"] = {"exchange": names.reply_exchange, "routing_key": self.oid}
         headers = {"clock": self.clock.forward(), "expires": time.time() + timeout if timeout else 0}

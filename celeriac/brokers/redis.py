@@ -234,18 +234,18 @@ class RedisBroker(Broker):
     # -- declaring ---------------------------------------------------------
     def declare_queue(self, spec: QueueSpec) -> None:
         # As Celery declares it: a direct exchange named after the queue, bound with the queue name.
+        # Written every time (SADD is idempotent, and callers declare once, not per message): a Redis
+        # restarted without persistence, or flushed, has lost its bindings, and declaring is how
+        # kombu's clients put them back too. Remembered, for _lookup to restore them.
         exchange = spec.exchange or spec.name
         routing_key = spec.routing_key or spec.name
-        member = (exchange, routing_key, spec.name)
-        if member in self._bound:
-            return
         self._call(
             "declaring a queue",
             self.client.sadd,
             self.key(BINDING % exchange),
             self.sep.join([routing_key, "", spec.name]),
         )
-        self._bound.add(member)
+        self._bound.add((exchange, routing_key, spec.name))
 
     # -- publishing --------------------------------------------------------
     def _payload(self, envelope: Envelope, exchange: str, routing_key: str, kombu_priority: int) -> dict[str, Any]:
@@ -287,6 +287,8 @@ class RedisBroker(Broker):
 
     def _lookup(self, exchange: str, routing_key: str) -> list[str]:
         members = self._call("looking up bindings", self.client.smembers, self.key(BINDING % exchange))
+        if not members:
+            members = self._restore_bindings(exchange)
         queues = []
         for member in members or ():
             rkey, _pattern, queue = _text(member).split(self.sep)
@@ -294,6 +296,18 @@ class RedisBroker(Broker):
                 queues.append(queue)
         # Nothing bound: treat the routing key as the queue, as Celery's default routing does.
         return queues or [routing_key]
+
+    def _restore_bindings(self, exchange: str) -> list[str]:
+        """Bindings this broker declared on ``exchange``, written again: Redis lost them (restarted
+        without persistence, or flushed). Otherwise a message for a queue whose routing key is not its
+        name would go to a list named after the routing key, where no worker looks."""
+        members = [self.sep.join([rkey, "", queue]) for name, rkey, queue in list(self._bound) if name == exchange]
+        if members:
+            logger.warning(
+                "Redis had lost the bindings of exchange %r (restarted or flushed?): declared again", exchange
+            )
+            self._call("declaring a queue", self.client.sadd, self.key(BINDING % exchange), *members)
+        return members
 
     # -- consuming ------------------------------------------------------------
     def get(self, queues: Sequence[str], *, max_messages: int, timeout: float) -> list[Delivery]:

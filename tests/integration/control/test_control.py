@@ -8,6 +8,7 @@ import time
 import pytest
 
 from tests.conftest import Project
+from tests.integration.control.conftest import _on
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -126,3 +127,20 @@ def test_queues_pool_events_and_shutdown(any_broker: Project) -> None:
     assert list(alive) == [w2]
     nobody = any_broker.run("-A", "tasks", "inspect", "ping", "-d", "nobody@nowhere", "-t", "0.5")
     assert nobody.returncode == 69 and "No nodes replied within time constraint" in nobody.stderr
+
+
+def test_replies_come_back_after_redis_lost_the_reply_binding(request: pytest.FixtureRequest, project: Project) -> None:
+    """Redis restarted without persistence (or flushed) forgets the binding of a client's reply
+    queue: the next request declares it again, so the workers' replies reach the client."""
+    import socket
+
+    import redis
+
+    on_redis = _on("redis", request, project)
+    on_redis.worker("tasks", "-c", "1", "-n", "w1@%h")
+    from tasks import app  # type: ignore[import-not-found]
+
+    node = f"w1@{socket.gethostname()}"
+    assert app.control.inspect(timeout=2).ping() == {node: {"ok": "pong"}}
+    redis.Redis.from_url(on_redis.broker_url).flushdb()
+    assert app.control.inspect(timeout=2).ping() == {node: {"ok": "pong"}}

@@ -12,7 +12,7 @@ import redis
 
 from celeriac import Celery
 from celeriac.brokers import redis as redis_broker_module
-from celeriac.brokers.base import Envelope
+from celeriac.brokers.base import Envelope, QueueSpec
 from celeriac.brokers.redis import RedisBroker
 from celeriac.exceptions import OperationalError
 from tests.conftest import Project
@@ -86,6 +86,25 @@ def test_layout_is_kombus(redis_url: str, rclient: redis.Redis) -> None:
     assert item["headers"]["task"] == "tests.integration.redis.test_redis_broker.add"
     assert item["headers"]["id"] == result.id
     app.close()
+
+
+def test_a_route_survives_redis_losing_its_bindings(redis_url: str, rclient: redis.Redis) -> None:
+    """Redis restarted without persistence (or flushed) has no bindings left: a client that declared
+    its queue before still routes to it, instead of to a list named after the routing key."""
+    broker = RedisBroker(redis_url)
+    message = Envelope(b"[[], {}, {}]", {"task": "tasks.add", "id": "x"}, {}, "application/json", "utf-8")
+    broker.declare_queue(QueueSpec("images", exchange="media", routing_key="image.compress"))
+    broker.publish(message, exchange="media", routing_key="image.compress")
+    assert rclient.llen("images") == 1
+    rclient.flushdb()
+    broker.publish(message, exchange="media", routing_key="image.compress")
+    assert rclient.llen("images") == 1 and rclient.llen("image.compress") == 0
+    assert rclient.smembers("_kombu.binding.media") == {b"image.compress\x06\x16\x06\x16images"}
+    # Declaring again writes the binding again, though this broker declared it before.
+    rclient.flushdb()
+    broker.declare_queue(QueueSpec("images", exchange="media", routing_key="image.compress"))
+    assert rclient.smembers("_kombu.binding.media") == {b"image.compress\x06\x16\x06\x16images"}
+    broker.close()
 
 
 def test_priorities_both_orders(redis_url: str) -> None:
