@@ -64,12 +64,14 @@ def clients(systems: Sequence[str], brokers: Sequence[Broker], workdir: Path) ->
 
 @contextmanager
 def ready_worker(
-    client: scenarios.Client, pool: str, concurrency: int, workdir: Path
+    client: scenarios.Client, pool: str, concurrency: int, workdir: Path, options: Sequence[str] = ()
 ) -> Iterator[tuple[Worker, float]]:
-    """A fresh worker on a flushed broker that has answered a ping and a warm-up: (worker, ready seconds)."""
+    """A fresh worker on a flushed broker that has answered a ping and a warm-up: (worker, ready seconds).
+
+    ``options``: more worker options, the same for both systems (e.g. ``--prefetch-multiplier 16``)."""
     client.broker.flush()
-    cmd = worker_command(client.system, client.module, pool, concurrency)
-    name = f"{client.system}-{client.broker.name}-{pool}-c{concurrency}"
+    cmd = [*worker_command(client.system, client.module, pool, concurrency), *options]
+    name = "-".join([client.system, client.broker.name, pool, f"c{concurrency}", *(o.lstrip("-") for o in options)])
     with Worker(cmd, workdir, worker_env(workdir), name) as worker:
         ready = scenarios.wait_until_ready(client, worker)
         scenarios.warm_up(client, pool=pool)

@@ -350,10 +350,11 @@ and measures from a client in the benchmark process:
 - **worker memory**: the summed VmRSS of the worker's process tree (main process and pool processes),
   sampled every 50 ms during the throughput scenario, and once when idle before it.
 
-The sections after those add the client's `delay()` with no worker running, io-bound and CPU-bound
-tasks, memory over many tasks, the raw broker floor, command-line start-up and profiles of the hot
-path; each says how it was measured. celeriac's `-P asyncio` runs `async def` tasks (`anoop`,
-`asleep`); every other pool runs plain `def` tasks.
+The sections after those add the client's `delay()` with no worker running, the throughput run at
+several prefetch multipliers, other task queues, io-bound and CPU-bound tasks, memory over many tasks,
+the raw broker floor, command-line start-up and profiles of the hot path; each says how it was
+measured. celeriac's `-P asyncio` runs `async def` tasks (`anoop`, `asleep`); every other pool runs
+plain `def` tasks.
 Celery runs on Redis and RabbitMQ; it has no embedded SQLite broker, so SQLite rows are celeriac's only.
 
 Every run starts a fresh worker on a flushed broker; the systems run one after the other, never at the
@@ -370,8 +371,8 @@ that writes this page refuses to start without them, rather than write a page wi
 .venv/bin/python -m bench --markdown docs/benchmarks.md --json docs/benchmarks.json
 ```
 
-`--scenarios throughput,latency,delay,peers,io,cpu,memory,floor,profile,cli` picks the sections (all by default),
-`--brokers redis,amqp,sqlite` the brokers of the throughput and latency tables, and
+`--scenarios throughput,latency,delay,prefetch,peers,io,cpu,memory,floor,profile,cli` picks the sections
+(all by default), `--brokers redis,amqp,sqlite` the brokers of the throughput and latency tables, and
 `python -m bench --help` lists the sizes. Dramatiq, Huey, RQ and arq run on the same Redis when installed
 (`pip install -e '.[peers]'` and `pip install --no-deps arq`: arq pins redis-py below 6 but runs
 on the redis-py that celeriac's `redis` extra installs).

@@ -1,6 +1,6 @@
 """Benchmark celeriac against Celery 5 on Redis, and against the broker floor and other task queues.
 
-    python -m bench [--scenarios throughput,latency,delay,peers,io,cpu,memory,floor,profile,cli] [--tasks N]
+    python -m bench [--scenarios throughput,latency,delay,prefetch,peers,io,cpu,memory,floor,profile,cli] [--tasks N]
                     [--roundtrips M] [--concurrency C] [--systems celeriac,celery]
                     [--pools prefork,threads,solo,asyncio] [--brokers redis,amqp,sqlite] [--repeat R]
                     [--io-tasks N] [--io-sleep-ms MS] [--io-concurrency 10,100] [--cpu-tasks N] [--cpu-ms MS]
@@ -38,6 +38,7 @@ from bench import (
     memory,
     peers,
     plots,
+    prefetch,
     profile,
     report,
     scenarios,
@@ -84,6 +85,8 @@ def run_scenarios(settings: Settings, workdir: Path) -> tuple[list[report.Figure
             runs = core.run_all(settings, loaded, workdir)
         if settings.wants("delay"):
             sections.append(delay.run(settings, loaded))
+        if settings.wants("prefetch"):
+            sections.append(prefetch.run(settings, loaded, workdir))
         if settings.wants("peers"):
             sections.append(peers.run(settings, workdir, report.medians(runs)))
         if settings.wants("io"):

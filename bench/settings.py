@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("throughput", "latency", "delay", "peers", "io", "cpu", "memory", "floor", "profile", "cli")
+SCENARIOS = ("throughput", "latency", "delay", "prefetch", "peers", "io", "cpu", "memory", "floor", "profile", "cli")
 SYSTEMS = ("celeriac", "celery")
 POOLS = ("prefork", "threads", "solo", "asyncio")
 CELERY_POOLS = ("prefork", "threads", "solo")  # Celery has no asyncio pool
