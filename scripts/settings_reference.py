@@ -218,7 +218,7 @@ DESCRIPTIONS: dict[str, str] = {
     "worker_pool_putlocks": "Wait for a free pool slot before taking a message.",
     "worker_pool_restarts": "Allow the `pool_restart` remote-control command.",
     "worker_proc_alive_timeout": "Seconds a new pool process has to report that it started.",
-    "worker_prefetch_multiplier": "Messages held per pool slot (`1`: one waiting message per slot).",
+    "worker_prefetch_multiplier": "Messages held per pool slot, running ones included (`1`: the one it runs).",
     "worker_eta_task_limit": "Most ETA tasks a worker holds.",
     "worker_enable_prefetch_count_reduction": "Lower the prefetch count after a connection loss, then raise it back.",
     "worker_disable_prefetch": "Take a message only when a pool slot is free.",
