@@ -89,9 +89,9 @@ class Control:
         ticket = None
         if reply:
             ticket = str(uuid.uuid4())
-            # Declared for every request, as kombu's Mailbox does: a broker restarted since the last
-            # one (Redis without persistence, a RabbitMQ auto-delete queue) has forgotten the reply
-            # queue's binding, and the workers' replies would go nowhere.
+            # Declared for every request, as kombu's Mailbox does: a Redis restarted without persistence
+            # (or flushed) since the last one has forgotten the reply queue's binding, and the workers'
+            # replies would go nowhere. (The AMQP broker declares again when it reconnects.)
             broker.declare_queue(_pidbox.reply_queue_spec(self.app, self.oid))
             body["ticket"] = ticket
             body["reply_to"] = {"exchange": names.reply_exchange, "routing_key": self.oid}

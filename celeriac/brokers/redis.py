@@ -81,6 +81,7 @@ UNACKED_INDEX = "unacked_index"
 UNACKED_MUTEX = "unacked_mutex"
 UNACKED_MUTEX_EXPIRE = 300
 BINDING = "_kombu.binding.%s"
+REDECLARE_INTERVAL = 30.0  # seconds between a consuming broker's rewrites of its bindings
 OWNERS = "celeriac.unacked.owner"
 CONSUMERS = "celeriac.consumers"
 DELAYED = "celeriac.delayed"
@@ -143,6 +144,7 @@ class RedisBroker(Broker):
         self._scripts: dict[str, Any] = {}
         self._rotation = 0
         self._next_maintenance = 0.0
+        self._next_redeclare = time.time() + REDECLARE_INTERVAL  # declare_queue has just written them
         self._next_due_check = 0.0
         self._bound: set[tuple[str, str, str]] = set()
         self._acks: list[str] = []
@@ -236,16 +238,15 @@ class RedisBroker(Broker):
         # As Celery declares it: a direct exchange named after the queue, bound with the queue name.
         # Written every time (SADD is idempotent, and callers declare once, not per message): a Redis
         # restarted without persistence, or flushed, has lost its bindings, and declaring is how
-        # kombu's clients put them back too. Remembered, for _lookup to restore them.
-        exchange = spec.exchange or spec.name
-        routing_key = spec.routing_key or spec.name
-        self._call(
-            "declaring a queue",
-            self.client.sadd,
-            self.key(BINDING % exchange),
-            self.sep.join([routing_key, "", spec.name]),
-        )
-        self._bound.add((exchange, routing_key, spec.name))
+        # kombu's clients put them back too. Remembered, for _lookup and _maintain to restore them.
+        binding = (spec.exchange or spec.name, spec.routing_key or spec.name, spec.name)
+        self._call("declaring a queue", self.client.sadd, self.key(BINDING % binding[0]), self._member(binding))
+        self._bound.add(binding)
+
+    def _member(self, binding: tuple[str, str, str]) -> str:
+        """kombu's member of ``_kombu.binding.<exchange>`` for (exchange, routing key, queue)."""
+        _exchange, routing_key, queue = binding
+        return self.sep.join([routing_key, "", queue])
 
     # -- publishing --------------------------------------------------------
     def _payload(self, envelope: Envelope, exchange: str, routing_key: str, kombu_priority: int) -> dict[str, Any]:
@@ -287,27 +288,40 @@ class RedisBroker(Broker):
 
     def _lookup(self, exchange: str, routing_key: str) -> list[str]:
         members = self._call("looking up bindings", self.client.smembers, self.key(BINDING % exchange))
-        if not members:
-            members = self._restore_bindings(exchange)
         queues = []
         for member in members or ():
             rkey, _pattern, queue = _text(member).split(self.sep)
             if rkey == routing_key or not rkey:
                 queues.append(queue)
         # Nothing bound: treat the routing key as the queue, as Celery's default routing does.
-        return queues or [routing_key]
+        return queues or self._restore_bindings(exchange, routing_key) or [routing_key]
 
-    def _restore_bindings(self, exchange: str) -> list[str]:
-        """Bindings this broker declared on ``exchange``, written again: Redis lost them (restarted
-        without persistence, or flushed). Otherwise a message for a queue whose routing key is not its
-        name would go to a list named after the routing key, where no worker looks."""
-        members = [self.sep.join([rkey, "", queue]) for name, rkey, queue in list(self._bound) if name == exchange]
-        if members:
+    def _restore_bindings(self, exchange: str, routing_key: str) -> list[str]:
+        """The queues this broker bound to ``exchange`` for ``routing_key``, bound again: Redis lost
+        those bindings (restarted without persistence, or flushed). Otherwise a message for a queue
+        whose routing key is not its name would go to a list named after the routing key, where no
+        worker looks. Asked only when a lookup finds nothing, so it costs nothing on the usual path."""
+        bindings = [b for b in list(self._bound) if b[0] == exchange and b[1] in (routing_key, "")]
+        if not bindings:
+            return []
+        self._call("declaring a queue", self.client.sadd, self.key(BINDING % exchange), *map(self._member, bindings))
+        queues = [queue for _exchange, _rkey, queue in bindings]
+        if queues != [routing_key]:  # routed elsewhere than the default would have: worth knowing
             logger.warning(
-                "Redis had lost the bindings of exchange %r (restarted or flushed?): declared again", exchange
+                "Redis had lost the bindings of exchange %r (restarted or flushed?): declared them again", exchange
             )
-            self._call("declaring a queue", self.client.sadd, self.key(BINDING % exchange), *members)
-        return members
+        return queues
+
+    def _redeclare(self) -> None:
+        """Write every binding this broker declared again (a worker does, every REDECLARE_INTERVAL):
+        clients that look up an exchange after Redis lost its bindings find the workers' queues."""
+        bindings = list(self._bound)
+        if not bindings:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for binding in bindings:
+                pipe.sadd(self.key(BINDING % binding[0]), self._member(binding))
+            self._call("declaring queues", pipe.execute)
 
     # -- consuming ------------------------------------------------------------
     def get(self, queues: Sequence[str], *, max_messages: int, timeout: float) -> list[Delivery]:
@@ -619,6 +633,9 @@ class RedisBroker(Broker):
             return
         self._next_maintenance = now + max(1.0, self.lease_renew_interval)
         self._call("heartbeat", self.client.zadd, self.key(CONSUMERS), {self.consumer_id: now})
+        if now >= self._next_redeclare:
+            self._next_redeclare = now + REDECLARE_INTERVAL
+            self._redeclare()
         self._move_due(now)
         self._restore_visible(now)
 

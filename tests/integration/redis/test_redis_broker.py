@@ -107,6 +107,34 @@ def test_a_route_survives_redis_losing_its_bindings(redis_url: str, rclient: red
     broker.close()
 
 
+def test_each_client_restores_its_own_binding_on_a_shared_exchange(redis_url: str, rclient: redis.Redis) -> None:
+    """After Redis lost its bindings, another client binding again first does not hide this one's."""
+    message = Envelope(b"[[], {}, {}]", {"task": "tasks.add", "id": "x"}, {}, "application/json", "utf-8")
+    images, videos = RedisBroker(redis_url), RedisBroker(redis_url)
+    images.declare_queue(QueueSpec("images", exchange="media", routing_key="image.compress"))
+    videos.declare_queue(QueueSpec("videos", exchange="media", routing_key="video.encode"))
+    rclient.flushdb()
+    images.publish(message, exchange="media", routing_key="image.compress")  # binds images again, not videos
+    videos.publish(message, exchange="media", routing_key="video.encode")
+    assert (rclient.llen("images"), rclient.llen("videos"), rclient.llen("video.encode")) == (1, 1, 0)
+    images.close()
+    videos.close()
+
+
+def test_a_consuming_broker_writes_its_bindings_again(redis_url: str, rclient: redis.Redis) -> None:
+    """A worker's broker puts back the bindings of its queues on its maintenance rounds, for clients
+    that look them up after Redis lost them (kombu's consumers declare again when they reconnect)."""
+    broker = RedisBroker(redis_url)
+    broker.declare_queue(QueueSpec("images", exchange="media", routing_key="image.compress"))
+    rclient.flushdb()
+    assert broker.get(["images"], max_messages=1, timeout=0) == []
+    assert rclient.smembers("_kombu.binding.media") == set()  # not at every round: every REDECLARE_INTERVAL
+    broker._next_redeclare = broker._next_maintenance = 0.0  # as when the interval has passed
+    assert broker.get(["images"], max_messages=1, timeout=0) == []
+    assert rclient.smembers("_kombu.binding.media") == {b"image.compress\x06\x16\x06\x16images"}
+    broker.close()
+
+
 def test_priorities_both_orders(redis_url: str) -> None:
     broker = RedisBroker(redis_url, {"priority_order": "celeriac"})
     for p in (0, 9, 5):
