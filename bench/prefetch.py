@@ -1,8 +1,9 @@
 """Scenario prefetch: end to end on ``-P threads`` at several ``--prefetch-multiplier`` values.
 
-The same throughput run as the main table (no-op tasks with results, sent one after the other,
-then fetched), by both systems, with the worker's prefetch window (``-c`` x the multiplier) as the
-one thing that changes. It shows which broker's figures are bound by that window rather than by the
+The throughput run of the main table (no-op tasks with results, sent one after the other, then
+fetched), by both systems, at the task count of the brokers other than Redis (``--other-broker-tasks``)
+on both brokers, to keep Celery's runs short; the worker's prefetch window (``-c`` x the multiplier)
+is the one thing that changes. It shows which broker's figures are bound by that window rather than by the
 worker's CPU: RabbitMQ pushes at most the window's count of unacknowledged messages, so a worker
 whose acks come late (celeriac acks each message once its task ran and its result was written)
 waits for the broker between windows; on Redis the worker pulls, and the window matters less.
@@ -112,8 +113,8 @@ def body(runs: Sequence[PrefetchFigures]) -> str:
 def run(settings: Settings, loaded: Loaded, workdir: Path) -> Section:
     runs: list[PrefetchFigures] = []
     brokers = brokers_of(settings)
+    tasks = min(settings.tasks, settings.other_broker_tasks)
     for broker in brokers:
-        tasks = min(settings.tasks, settings.other_broker_tasks)
         for multiplier in MULTIPLIERS:
             for system in settings.systems:
                 client = loaded.get((system, broker))
@@ -124,7 +125,7 @@ def run(settings: Settings, loaded: Loaded, workdir: Path) -> Section:
                 progress(f"  end-to-end {figures.e2e_rate:,.0f}/s")
                 runs.append(figures)
     method = (
-        f"The throughput run ({min(settings.tasks, settings.other_broker_tasks):,} no-op tasks with results) on "
+        f"The throughput run ({tasks:,} no-op tasks with results) on "
         f"`-P {POOL} -c {settings.concurrency}`, with `--prefetch-multiplier` "
         f"{', '.join(str(m) for m in MULTIPLIERS)}, on {' and '.join(TITLES[b] for b in brokers)}; one run each."
     )

@@ -47,7 +47,7 @@ def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
 def test_bench_runs_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = run_bench(
-        *["--scenarios", "throughput,latency,delay,prefetch", "--brokers", "redis", "--pools", "solo"],
+        *["--scenarios", "throughput,latency,delay", "--brokers", "redis", "--pools", "solo"],
         *["--tasks", "50", "--roundtrips", "20", "--json", str(out)],
     )
     assert "Throughput" in proc.stdout and "Round-trip latency" in proc.stdout
@@ -64,20 +64,10 @@ def test_bench_runs_and_writes_json(tmp_path: Path) -> None:
         "best_celery",
         "targets",
         "delay",
-        "prefetch",
     } <= data.keys()
     (alone,) = data["delay"]["summary"]  # celeriac alone: the queue held every message of each round
     assert (alone["system"], alone["broker"], alone["tasks"]) == ("celeriac", "redis", 50) and alone["rate"] > 0
     assert data["delay"]["ratios"] == {}
-    # One threads worker per prefetch multiplier; each reports the window it was started with.
-    prefetch = data["prefetch"]
-    assert prefetch["multipliers"] == [1, 4, 16, 64] and prefetch["pool"] == "threads"
-    assert [(r["broker"], r["multiplier"]) for r in prefetch["runs"]] == [("redis", m) for m in (1, 4, 16, 64)]
-    assert [r["prefetch_count"] for r in prefetch["runs"]] == [
-        r["concurrency"] * r["multiplier"] for r in prefetch["runs"]
-    ]
-    assert all(r["tasks"] == 50 and r["e2e_rate"] > 0 and r["worker_rate"] > 0 for r in prefetch["runs"])
-    assert "Prefetch window" in proc.stdout
     assert data["settings"]["tasks"] == 50 and data["settings"]["roundtrips"] == 20
     assert data["machine"]["celeriac"] and data["machine"]["redis_server"]
     assert len(data["runs"]) == 1 and len(data["summary"]) == 1
@@ -88,6 +78,23 @@ def test_bench_runs_and_writes_json(tmp_path: Path) -> None:
     # No Celery run, so no ratio against it.
     ratios = data["summary"][0]["ratios"]
     assert {v for k, v in ratios.items() if "celery" in k} == {None}
+
+
+def test_bench_prefetch_section_runs_each_multiplier(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = run_bench(
+        *["--scenarios", "prefetch", "--brokers", "redis", "--other-broker-tasks", "50", "--json", str(out)]
+    )
+    data = json.loads(out.read_text())
+    # One threads worker per prefetch multiplier; each reports the window it was started with.
+    prefetch = data["prefetch"]
+    assert prefetch["multipliers"] == [1, 4, 16, 64] and prefetch["pool"] == "threads"
+    assert [(r["broker"], r["multiplier"]) for r in prefetch["runs"]] == [("redis", m) for m in (1, 4, 16, 64)]
+    assert [r["prefetch_count"] for r in prefetch["runs"]] == [
+        r["concurrency"] * r["multiplier"] for r in prefetch["runs"]
+    ]
+    assert all(r["tasks"] == 50 and r["e2e_rate"] > 0 and r["worker_rate"] > 0 for r in prefetch["runs"])
+    assert "Prefetch window" in proc.stdout
 
 
 def test_bench_other_scenarios_write_markdown(tmp_path: Path) -> None:
