@@ -29,7 +29,8 @@ def bar_chart(
     *,
     value_format: str | None = None,
 ) -> Path:
-    """Grouped bars, one group per label; with one series each bar takes its system's colour."""
+    """Grouped bars, one group per label; with one series each bar takes its system's colour, and a
+    series named after a system takes that system's colour."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +40,7 @@ def bar_chart(
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(labels)), 4.0))
     for n, (name, values) in enumerate(series.items()):
         offsets = [i + (n - (len(series) - 1) / 2) * width for i in range(len(labels))]
-        colors = [system_color(label) for label in labels] if len(series) == 1 else None
+        colors = [system_color(label) for label in labels] if len(series) == 1 else SYSTEM_COLORS.get(name)
         bars = ax.bar(offsets, values, width, label=name, color=colors)
         fmt = value_format or ("{:,.0f}" if max(values, default=0) >= 100 else "{:.2f}")
         ax.bar_label(bars, fmt=fmt, fontsize=8)
