@@ -240,13 +240,15 @@ class RedisBroker(Broker):
         # restarted without persistence, or flushed, has lost its bindings, and declaring is how
         # kombu's clients put them back too. Remembered, for _lookup and _maintain to restore them.
         binding = (spec.exchange or spec.name, spec.routing_key or spec.name, spec.name)
-        self._call("declaring a queue", self.client.sadd, self.key(BINDING % binding[0]), self._member(binding))
+        self._write_bindings([binding])
         self._bound.add(binding)
 
-    def _member(self, binding: tuple[str, str, str]) -> str:
-        """kombu's member of ``_kombu.binding.<exchange>`` for (exchange, routing key, queue)."""
-        _exchange, routing_key, queue = binding
-        return self.sep.join([routing_key, "", queue])
+    def _write_bindings(self, bindings: Sequence[tuple[str, str, str]]) -> None:
+        """SADD each (exchange, routing key, queue) to ``_kombu.binding.<exchange>``, as kombu writes it."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for exchange, routing_key, queue in bindings:
+                pipe.sadd(self.key(BINDING % exchange), self.sep.join([routing_key, "", queue]))
+            self._call("declaring queues", pipe.execute)
 
     # -- publishing --------------------------------------------------------
     def _payload(self, envelope: Envelope, exchange: str, routing_key: str, kombu_priority: int) -> dict[str, Any]:
@@ -301,10 +303,10 @@ class RedisBroker(Broker):
         those bindings (restarted without persistence, or flushed). Otherwise a message for a queue
         whose routing key is not its name would go to a list named after the routing key, where no
         worker looks. Asked only when a lookup finds nothing, so it costs nothing on the usual path."""
-        bindings = [b for b in list(self._bound) if b[0] == exchange and b[1] in (routing_key, "")]
+        bindings = [b for b in list(self._bound) if b[0] == exchange and b[1] == routing_key]
         if not bindings:
             return []
-        self._call("declaring a queue", self.client.sadd, self.key(BINDING % exchange), *map(self._member, bindings))
+        self._write_bindings(bindings)
         queues = [queue for _exchange, _rkey, queue in bindings]
         if queues != [routing_key]:  # routed elsewhere than the default would have: worth knowing
             logger.warning(
@@ -316,12 +318,8 @@ class RedisBroker(Broker):
         """Write every binding this broker declared again (a worker does, every REDECLARE_INTERVAL):
         clients that look up an exchange after Redis lost its bindings find the workers' queues."""
         bindings = list(self._bound)
-        if not bindings:
-            return
-        with self.client.pipeline(transaction=False) as pipe:
-            for binding in bindings:
-                pipe.sadd(self.key(BINDING % binding[0]), self._member(binding))
-            self._call("declaring queues", pipe.execute)
+        if bindings:
+            self._write_bindings(bindings)
 
     # -- consuming ------------------------------------------------------------
     def get(self, queues: Sequence[str], *, max_messages: int, timeout: float) -> list[Delivery]:
