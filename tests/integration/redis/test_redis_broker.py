@@ -51,7 +51,7 @@ def fail():
 """
 
 
-def _envelope(priority: int = 0) -> Envelope:
+def _envelope(priority: int | None = 0) -> Envelope:
     return Envelope(
         b"[[], {}, {}]",
         {"task": "tasks.add", "id": "x"},
@@ -92,7 +92,7 @@ def test_a_route_survives_redis_losing_its_bindings(redis_url: str, rclient: red
     """Redis restarted without persistence (or flushed) has no bindings left: a client that declared
     its queue before still routes to it, instead of to a list named after the routing key."""
     broker = RedisBroker(redis_url)
-    message = Envelope(b"[[], {}, {}]", {"task": "tasks.add", "id": "x"}, {}, "application/json", "utf-8")
+    message = _envelope(priority=None)  # no priority: the main list
     broker.declare_queue(QueueSpec("images", exchange="media", routing_key="image.compress"))
     broker.publish(message, exchange="media", routing_key="image.compress")
     assert rclient.llen("images") == 1
@@ -109,7 +109,7 @@ def test_a_route_survives_redis_losing_its_bindings(redis_url: str, rclient: red
 
 def test_each_client_restores_its_own_binding_on_a_shared_exchange(redis_url: str, rclient: redis.Redis) -> None:
     """After Redis lost its bindings, another client binding again first does not hide this one's."""
-    message = Envelope(b"[[], {}, {}]", {"task": "tasks.add", "id": "x"}, {}, "application/json", "utf-8")
+    message = _envelope(priority=None)  # no priority: the main list
     images, videos = RedisBroker(redis_url), RedisBroker(redis_url)
     images.declare_queue(QueueSpec("images", exchange="media", routing_key="image.compress"))
     videos.declare_queue(QueueSpec("videos", exchange="media", routing_key="video.encode"))
